@@ -1,0 +1,150 @@
+"""Running a user's model on example inputs, with errors that name the failing module."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ConfigError, ForwardError, InputError
+
+Inputs = torch.Tensor | Sequence[Any] | Mapping[str, Any]
+
+
+def split_inputs(example_inputs: Inputs) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Normalizes example inputs to ``(args, kwargs)`` for ``model(*args, **kwargs)``.
+
+    A tensor is one positional argument, a tuple or list is the positional arguments and a
+    dict is keyword arguments (the form Hugging Face models take).
+    """
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, Mapping):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, Sequence) and not isinstance(example_inputs, str):
+        if len(example_inputs) == 0:
+            raise InputError(
+                "example_inputs is an empty sequence; pass a tensor such as "
+                "torch.randn(1, 3, 224, 224), a tuple of tensors, or a dict of keyword inputs."
+            )
+        return tuple(example_inputs), {}
+    raise InputError(
+        f"example_inputs of type {type(example_inputs).__name__} is not supported; pass a "
+        "tensor, a tuple of positional inputs, or a dict of keyword inputs."
+    )
+
+
+def check_model(model: Any) -> nn.Module:
+    """Returns the model, or explains what to pass instead."""
+    if not isinstance(model, nn.Module):
+        raise InputError(
+            f"expected a torch.nn.Module, got {type(model).__name__}; load the model first "
+            "(for example slimtorch.load_model('torchvision:resnet50'))."
+        )
+    return model
+
+
+def check_threads(threads: int | None) -> int:
+    """Returns a valid thread count; ``None`` means all threads torch uses now."""
+    if threads is None:
+        return torch.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(
+            f"threads={threads!r} is invalid; use an integer >= 1 (1 stands for a single-core "
+            "low-power device) or None for all cores."
+        )
+    return threads
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Puts every module in eval mode and restores each module's own flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _shapes(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, list | tuple):
+        return type(value)(_shapes(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: _shapes(v) for k, v in value.items()}
+    return type(value).__name__
+
+
+class ModuleStack:
+    """Forward hooks that keep the stack of modules currently running.
+
+    Knowing the innermost module lets a failing forward be reported by module name, and lets
+    a trace attribute each ATen op to the module that called it.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+        self.stack: list[tuple[str, nn.Module, Any]] = []
+        self.failed: tuple[str, nn.Module, Any] | None = None
+        self._handles: list[Any] = []
+        for m in {id(m): m for m in model.modules()}.values():
+            self._handles.append(m.register_forward_pre_hook(self._pre, with_kwargs=True))
+            self._handles.append(m.register_forward_hook(self._post, always_call=True))
+
+    def _pre(self, module: nn.Module, args: Any, kwargs: Any) -> None:
+        self.stack.append((self.names.get(id(module), "?"), module, (args, kwargs)))
+
+    def _post(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self.stack and self.stack[-1][1] is module:
+            frame = self.stack.pop()
+            if self.failed is None and output is None:
+                # always_call runs this hook when forward raises too, innermost module first.
+                self.failed = frame
+
+    @property
+    def current(self) -> str:
+        return self.stack[-1][0] if self.stack else ""
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+def run_forward(model: nn.Module, example_inputs: Inputs) -> Any:
+    """Runs ``model`` once on the inputs; a failure raises ``ForwardError`` naming the module."""
+    args, kwargs = split_inputs(example_inputs)
+    stack = ModuleStack(model)
+    try:
+        return model(*args, **kwargs)
+    except Exception as exc:
+        raise forward_error(model, stack, exc) from exc
+    finally:
+        stack.close()
+
+
+def forward_error(model: nn.Module, stack: ModuleStack, exc: Exception) -> ForwardError:
+    """Builds the error for a forward that raised, naming the innermost failing module."""
+    frame = stack.failed or (stack.stack[-1] if stack.stack else None)
+    if frame is None or frame[1] is model:
+        where = f"the model's own forward ({type(model).__name__})"
+        fargs = None
+    else:
+        where = f"module '{frame[0]}' ({type(frame[1]).__name__})"
+        fargs = frame[2]
+    got = ""
+    if fargs is not None:
+        a, k = fargs
+        got = f" with input shapes {_shapes(tuple(a))}" + (f" and {_shapes(k)}" if k else "")
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ForwardError(
+        f"the forward pass failed in {where}{got}: {type(exc).__name__}: {detail}. "
+        "Check that example_inputs match what the model expects (shape, dtype, number of "
+        "inputs), e.g. torch.randn(1, 3, 224, 224) for an ImageNet classifier."
+    )

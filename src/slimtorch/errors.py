@@ -1,0 +1,55 @@
+"""Exception types raised for user mistakes.
+
+Every message names the offending value and says what to do instead. They subclass
+``ValueError``/``TypeError`` so existing ``except`` clauses keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConvertError",
+    "FormatError",
+    "ForwardError",
+    "InputError",
+    "ModelSpecError",
+    "PruneError",
+    "SlimTorchError",
+    "TraceError",
+]
+
+
+class SlimTorchError(Exception):
+    """Base class of every error slimtorch raises on purpose."""
+
+
+class ModelSpecError(SlimTorchError, ValueError):
+    """A model spec such as ``torchvision:resnet50`` could not be resolved."""
+
+
+class InputError(SlimTorchError, ValueError):
+    """Example inputs are missing, malformed or do not fit the model."""
+
+
+class ForwardError(SlimTorchError, ValueError):
+    """The model's forward pass raised; the message names the module that failed."""
+
+
+class ConfigError(SlimTorchError, ValueError):
+    """An option is out of range or names something that does not exist."""
+
+
+class TraceError(SlimTorchError, ValueError):
+    """The model could not be traced into a graph."""
+
+
+class PruneError(SlimTorchError, ValueError):
+    """A pruning request cannot be carried out as asked."""
+
+
+class ConvertError(SlimTorchError, ValueError):
+    """A structure conversion cannot be applied to the given layer."""
+
+
+class FormatError(SlimTorchError, ValueError):
+    """A ``.slim`` file is malformed, truncated or tampered with."""

@@ -1,0 +1,246 @@
+"""Tracing: one real forward pass recorded as a list of ATen ops.
+
+The trace runs the model on the example inputs under a ``TorchDispatchMode`` and records every
+ATen op with its input and output tensors, the module that called it (from forward hooks) and
+which inputs are parameters or buffers (by object identity). Running the real forward handles
+Python control flow; tensors on the ``meta`` device work too, which makes counting MACs of a
+large model nearly free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+from .._forward import Inputs, ModuleStack, check_model, eval_mode, forward_error, split_inputs
+
+__all__ = ["ModelGraph", "ModuleCall", "OpNode", "TensorInfo", "TensorRef", "trace"]
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """Stands for a traced tensor inside an op's recorded arguments."""
+
+    tid: int
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor value of the trace (in-place ops make a new value)."""
+
+    tid: int
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    kind: str  # "input", "param", "buffer", "const" or "act"
+    name: str | None = None  # qualified name of a parameter or buffer
+    producer: int | None = None  # index of the op that made it
+
+
+@dataclass
+class OpNode:
+    """One recorded ATen op."""
+
+    index: int
+    op: Any  # torch._ops.OpOverload
+    args: tuple[Any, ...]  # tensors replaced by TensorRef
+    kwargs: dict[str, Any]
+    inputs: list[int]  # tids of tensor inputs, in argument order
+    outputs: list[int]  # tids of tensor outputs
+    module: str  # innermost calling module ("" is the root)
+
+    @property
+    def name(self) -> str:
+        """Short op name such as ``convolution`` or ``add.Tensor``."""
+        return str(self.op).removeprefix("aten.").removesuffix(".default")
+
+    @property
+    def packet(self) -> Any:
+        return self.op.overloadpacket
+
+
+@dataclass
+class ModuleCall:
+    """What a module received and returned the first time it ran."""
+
+    name: str
+    type: str
+    in_shapes: Any
+    out_shapes: Any
+    ops: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ModelGraph:
+    """The recorded forward pass of a model.
+
+    Attributes:
+        nodes: ATen ops in execution order.
+        tensors: every tensor value by id.
+        inputs: tids of the example inputs, in order (flattened).
+        outputs: tids of the model's outputs (flattened).
+        calls: modules that ran, in first-call order.
+        used_params: qualified names of parameters the forward read.
+    """
+
+    nodes: list[OpNode]
+    tensors: dict[int, TensorInfo]
+    inputs: list[int]
+    outputs: list[int]
+    calls: dict[str, ModuleCall]
+    used_params: set[str]
+    module_types: dict[str, str]
+
+    def consumers(self) -> dict[int, list[int]]:
+        """Map from tid to the indices of the ops that read it."""
+        out: dict[int, list[int]] = {}
+        for node in self.nodes:
+            for tid in node.inputs:
+                out.setdefault(tid, []).append(node.index)
+        return out
+
+    def op_kinds(self) -> set[str]:
+        return {str(n.op.overloadpacket) for n in self.nodes}
+
+    def arg(self, node: OpNode, i: int, default: Any = None) -> Any:
+        """The ``i``-th positional argument of a node, resolved to TensorInfo if a tensor."""
+        value = node.args[i] if i < len(node.args) else default
+        return self.tensors[value.tid] if isinstance(value, TensorRef) else value
+
+
+def _is_tensor(x: Any) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self, stack: ModuleStack, params: dict[int, tuple[str, str]]) -> None:
+        super().__init__()
+        self.stack = stack
+        self.params = params
+        self.nodes: list[OpNode] = []
+        self.tensors: dict[int, TensorInfo] = {}
+        self.tid_of: dict[int, int] = {}  # id(tensor object) -> current tid
+        self.alive: list[torch.Tensor] = []  # keeps ids from being reused while tracing
+        self.calls: dict[str, ModuleCall] = {}
+
+    def ref(self, t: torch.Tensor, kind: str = "const") -> int:
+        tid = self.tid_of.get(id(t))
+        if tid is not None:
+            return tid
+        name = None
+        if id(t) in self.params:
+            name, kind = self.params[id(t)]
+        return self._new(t, kind, name, None)
+
+    def _new(self, t: torch.Tensor, kind: str, name: str | None, producer: int | None) -> int:
+        tid = len(self.tensors)
+        self.tensors[tid] = TensorInfo(tid, tuple(t.shape), t.dtype, kind, name, producer)
+        self.tid_of[id(t)] = tid
+        self.alive.append(t)
+        return tid
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is torch.ops.aten.detach.default:
+            # Autograd bookkeeping, not part of the model's computation.
+            tid = self.tid_of.get(id(args[0]))
+            if tid is not None:
+                self.tid_of[id(out)] = tid
+                self.alive.append(out)
+            return out
+        in_flat, _ = tree_flatten((args, kwargs))
+        inputs = [self.ref(t) for t in in_flat if _is_tensor(t)]
+        r_args = tree_map(lambda x: TensorRef(self.tid_of[id(x)]) if _is_tensor(x) else x, args)
+        r_kwargs = tree_map(lambda x: TensorRef(self.tid_of[id(x)]) if _is_tensor(x) else x, kwargs)
+        index = len(self.nodes)
+        outputs = [self._new(t, "act", None, index) for t in tree_flatten(out)[0] if _is_tensor(t)]
+        module = self.stack.current
+        self.nodes.append(OpNode(index, func, r_args, r_kwargs, inputs, outputs, module))
+        return out
+
+
+def _param_ids(model: nn.Module) -> dict[int, tuple[str, str]]:
+    ids: dict[int, tuple[str, str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        ids.setdefault(id(p), (name, "param"))
+    for name, b in model.named_buffers(remove_duplicate=False):
+        ids.setdefault(id(b), (name, "buffer"))
+    return ids
+
+
+def _shapes(value: Any) -> Any:
+    return tree_map(lambda x: tuple(x.shape) if _is_tensor(x) else None, value)
+
+
+def trace(
+    model: nn.Module, example_inputs: Inputs, *, grad: bool = False, eval: bool = True
+) -> ModelGraph:
+    """Records one forward pass of ``model`` on ``example_inputs`` as ATen ops.
+
+    Args:
+        model: any ``nn.Module``; it is run, not modified.
+        example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs.
+        grad: trace with autograd on. Eval-mode ``nn.MultiheadAttention`` then takes its
+            unfused path, so its projections appear as separate ops.
+        eval: run the model in eval mode (restoring each module's flag afterwards).
+
+    Returns:
+        The ``ModelGraph``.
+
+    Example:
+        >>> g = trace(torch.nn.Linear(4, 2), torch.randn(3, 4))
+        >>> [n.name for n in g.nodes]
+        ['t', 'addmm']
+    """
+    check_model(model)
+    args, kwargs = split_inputs(example_inputs)
+    stack = ModuleStack(model)
+    rec = _Recorder(stack, _param_ids(model))
+    types = {n: type(m).__name__ for n, m in model.named_modules(remove_duplicate=False)}
+
+    def pre(module: nn.Module, a: Any, k: Any) -> None:
+        name = stack.names.get(id(module), "?")
+        if name not in rec.calls:
+            rec.calls[name] = ModuleCall(name, type(module).__name__, _shapes((a, k)), None)
+
+    def post(module: nn.Module, a: Any, out: Any) -> None:
+        call = rec.calls.get(stack.names.get(id(module), "?"))
+        if call is not None and call.out_shapes is None:
+            call.out_shapes = _shapes(out)
+
+    handles = []
+    for m in {id(m): m for m in model.modules()}.values():
+        handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(m.register_forward_hook(post))
+    in_flat = [t for t in tree_flatten((args, kwargs))[0] if _is_tensor(t)]
+    try:
+        mode = eval_mode(model) if eval else contextlib.nullcontext()
+        with mode, torch.set_grad_enabled(grad), rec:
+            input_tids = [rec.ref(t, "input") for t in in_flat]
+            out = model(*args, **kwargs)
+    except Exception as exc:
+        raise forward_error(model, stack, exc) from exc
+    finally:
+        stack.close()
+        for h in handles:
+            h.remove()
+    output_tids = [rec.tid_of[id(t)] for t in tree_flatten(out)[0] if _is_tensor(t)]
+    for node in rec.nodes:
+        call = rec.calls.get(node.module)
+        if call is not None:
+            call.ops.append(node.index)
+    used = {rec.tensors[t].name for n in rec.nodes for t in n.inputs}
+    used.discard(None)
+    return ModelGraph(rec.nodes, rec.tensors, input_tids, output_tids, rec.calls, used, types)
+
+
+def iter_params(graph: ModelGraph) -> Iterator[TensorInfo]:
+    """Parameter and buffer values read by the forward pass."""
+    return (t for t in graph.tensors.values() if t.kind in ("param", "buffer"))

@@ -1,0 +1,1 @@
+"""Model specs, saving and loading."""

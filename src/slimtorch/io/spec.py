@@ -1,0 +1,171 @@
+"""Model specs: ``torchvision:resnet50``, ``timm:resnet18``, ``package.module:factory``.
+
+A model built from a spec remembers it (``spec_of``), so ``save`` can record how to rebuild
+the architecture without pickling code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import json
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelSpecError
+
+__all__ = ["default_input_shape", "load_model", "set_spec", "spec_of"]
+
+_SPEC_ATTR = "_slimtorch_spec"
+
+
+def set_spec(model: nn.Module, spec: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """Records on the model how to rebuild it (kept through ``copy.deepcopy``)."""
+    object.__setattr__(model, _SPEC_ATTR, {"spec": spec, "kwargs": dict(kwargs or {})})
+    return model
+
+
+def spec_of(model: nn.Module) -> dict[str, Any] | None:
+    """The ``{"spec": ..., "kwargs": ...}`` a model was built from, if known."""
+    return getattr(model, _SPEC_ATTR, None)
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
+
+def _torchvision(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        import torchvision
+    except ImportError as exc:
+        raise ModelSpecError(
+            "torchvision is not installed; run pip install 'slimtorch[vision]'."
+        ) from exc
+    names = torchvision.models.list_models()
+    if name not in names:
+        raise ModelSpecError(
+            f"unknown torchvision model {name!r}.{_suggest(name, names)} "
+            "See torchvision.models.list_models() for every name."
+        )
+    builder = torchvision.models.get_model_builder(name)
+    if "weights_backbone" in inspect.signature(builder).parameters:
+        kwargs = {"weights_backbone": None} | kwargs  # never download a backbone
+    return builder(weights=None, **kwargs)
+
+
+def _timm(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        import timm
+    except ImportError as exc:
+        raise ModelSpecError("timm is not installed; run pip install 'slimtorch[vision]'.") from exc
+    names = timm.list_models()
+    if name not in names:
+        raise ModelSpecError(
+            f"unknown timm model {name!r}.{_suggest(name, names)} "
+            "See timm.list_models('pattern*') for every name."
+        )
+    return timm.create_model(name, pretrained=False, **kwargs)
+
+
+def _factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelSpecError(
+            f"cannot import {module_name!r} from model spec {spec!r} ({exc}). Use "
+            "'torchvision:NAME', 'timm:NAME', a .slim file, or 'package.module:factory'."
+        ) from exc
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        public = [n for n in dir(module) if not n.startswith("_")]
+        raise ModelSpecError(f"{module_name!r} has no callable {attr!r}.{_suggest(attr, public)}")
+    try:
+        model = fn(**kwargs)
+    except Exception as exc:
+        raise ModelSpecError(
+            f"calling {spec!r} with {kwargs} raised {type(exc).__name__}: {exc}. The factory "
+            "must build the model from keyword arguments alone."
+        ) from exc
+    if not isinstance(model, nn.Module):
+        raise ModelSpecError(
+            f"{spec!r} returned {type(model).__name__}, not an nn.Module; point the spec at a "
+            "function that builds the model."
+        )
+    return model
+
+
+def load_model(spec: str, **kwargs: Any) -> nn.Module:
+    """Builds a model from a spec, randomly initialized (no weights are downloaded).
+
+    Args:
+        spec: ``torchvision:NAME``, ``timm:NAME``, ``package.module:factory`` or a path to a
+            ``.slim`` file.
+        **kwargs: passed to the model's builder (e.g. ``num_classes=10``).
+
+    Example:
+        >>> model = load_model("torchvision:resnet18", num_classes=10)
+        >>> model.fc.out_features
+        10
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ModelSpecError(
+            f"model spec {spec!r} is not a non-empty string; write e.g. 'torchvision:resnet50'."
+        )
+    if spec.endswith(".slim"):
+        from .slim import load
+
+        return load(spec)
+    source, sep, name = spec.partition(":")
+    if not sep or not name:
+        raise ModelSpecError(
+            f"model spec {spec!r} has no ':'; write 'torchvision:NAME', 'timm:NAME', a .slim "
+            "file or 'package.module:factory'."
+        )
+    json.dumps(kwargs)  # kwargs are recorded in .slim plans, so they must be plain data
+    if source == "torchvision":
+        model = _torchvision(name, kwargs)
+    elif source == "timm":
+        model = _timm(name, kwargs)
+    else:
+        model = _factory(spec, kwargs)
+    return set_spec(model, spec, kwargs)
+
+
+def default_input_shape(spec: str, model: nn.Module) -> tuple[int, ...] | None:
+    """The input shape a model expects by default, or None when unknown.
+
+    torchvision models use their first weights' transforms (ViTs their ``image_size``), timm
+    models their ``pretrained_cfg``.
+    """
+    size = getattr(model, "image_size", None)
+    if isinstance(size, int):
+        return (1, 3, size, size)
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and "input_size" in cfg:
+        return (1, *cfg["input_size"])
+    if spec.startswith("torchvision:"):
+        import torchvision
+
+        try:
+            weights = list(torchvision.models.get_model_weights(spec.partition(":")[2]))
+        except (ValueError, KeyError):
+            weights = []
+        if weights:
+            crop = weights[0].transforms().crop_size
+            return (1, 3, crop[0], crop[-1])
+    return None
+
+
+def example_input(spec: str, model: nn.Module, shape: tuple[int, ...] | None) -> torch.Tensor:
+    """A random input of ``shape``, or the model's default shape."""
+    shape = shape or default_input_shape(spec, model)
+    if shape is None:
+        raise ModelSpecError(
+            f"no default input shape is known for {spec!r}; pass one, e.g. --input 1,3,224,224."
+        )
+    return torch.randn(*shape)

@@ -1,0 +1,1 @@
+"""Measurement: parameters, MACs, size on disk, receptive field and CPU latency."""

@@ -1,0 +1,228 @@
+"""CPU latency: ``benchmark`` for one model, ``compare`` for several, interleaved.
+
+Every timed run is one eval-mode forward under ``torch.inference_mode`` with the thread count
+fixed, timed on its own, so that percentiles and interleaving are possible.
+``torch.utils.benchmark.Timer`` is not used for the loop: its ``timeit`` adds two hidden warm-up
+runs to every call and ``blocked_autorange`` reports block means, not single runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._forward import Inputs, check_model, check_threads, eval_mode, run_forward, split_inputs
+from ..errors import ConfigError
+from ..report.table import format_table, human
+
+__all__ = ["Comparison", "LatencyStats", "benchmark", "compare"]
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency of one forward pass, in milliseconds, over ``repeats`` timed runs."""
+
+    median_ms: float
+    p90_ms: float
+    iqr_ms: float
+    mean_ms: float
+    threads: int
+    batch_size: int
+    repeats: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.median_ms:.2f} ms median (p90 {self.p90_ms:.2f}, IQR {self.iqr_ms:.2f}) "
+            f"at {self.threads} thread(s), batch {self.batch_size}, {self.repeats} runs"
+        )
+
+    @classmethod
+    def from_times(cls, times_s: list[float], threads: int, batch: int) -> LatencyStats:
+        ms = sorted(t * 1e3 for t in times_s)
+        q = statistics.quantiles(ms, n=20, method="inclusive") if len(ms) > 1 else ms * 19
+        quart = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else ms * 3
+        return cls(
+            median_ms=statistics.median(ms),
+            p90_ms=q[17],
+            iqr_ms=quart[2] - quart[0],
+            mean_ms=statistics.fmean(ms),
+            threads=threads,
+            batch_size=batch,
+            repeats=len(ms),
+        )
+
+
+def _batch_size(example_inputs: Inputs) -> int:
+    args, kwargs = split_inputs(example_inputs)
+    for x in (*args, *kwargs.values()):
+        if isinstance(x, torch.Tensor) and x.dim() > 0:
+            return int(x.shape[0])
+    return 1
+
+
+@contextlib.contextmanager
+def fixed_threads(threads: int):
+    """Sets torch's intra-op thread count, restoring the previous one afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _runner(model: nn.Module, example_inputs: Inputs):
+    args, kwargs = split_inputs(example_inputs)
+
+    def run() -> float:
+        start = time.perf_counter()
+        model(*args, **kwargs)
+        return time.perf_counter() - start
+
+    return run
+
+
+def _check_counts(warmup: int, repeats: int) -> None:
+    if warmup < 0 or repeats < 1:
+        raise ConfigError(f"warmup={warmup}, repeats={repeats}: use warmup >= 0 and repeats >= 1.")
+
+
+def benchmark(
+    model: nn.Module,
+    example_inputs: Inputs,
+    threads: int | None = None,
+    *,
+    warmup: int = 5,
+    repeats: int = 30,
+    min_time_s: float = 0.0,
+) -> LatencyStats:
+    """Measures the CPU latency of one forward pass.
+
+    The model runs in eval mode under ``torch.inference_mode`` with the thread count fixed;
+    each module's mode and torch's thread setting are restored afterwards.
+
+    Args:
+        model: the model to time.
+        example_inputs: a tensor, tuple or dict of inputs; dim 0 of the first tensor is
+            reported as the batch size.
+        threads: intra-op threads; 1 stands for a single-core low-power device, ``None``
+            uses what torch uses now.
+        warmup: untimed runs first (allocator, oneDNN primitive caches).
+        repeats: timed runs; more runs are made until ``min_time_s`` has passed.
+        min_time_s: minimum total timed duration.
+
+    Returns:
+        ``LatencyStats`` with median, p90 and IQR in milliseconds.
+
+    Example:
+        >>> stats = benchmark(torch.nn.Linear(64, 64), torch.randn(8, 64), threads=1)
+        >>> stats.threads
+        1
+    """
+    check_model(model)
+    n_threads = check_threads(threads)
+    _check_counts(warmup, repeats)
+    with eval_mode(model), torch.inference_mode(), fixed_threads(n_threads):
+        run_forward(model, example_inputs)  # a failing forward is named before timing
+        run = _runner(model, example_inputs)
+        for _ in range(warmup):
+            run()
+        times: list[float] = []
+        while len(times) < repeats or sum(times) < min_time_s:
+            times.append(run())
+    return LatencyStats.from_times(times, n_threads, _batch_size(example_inputs))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Side-by-side measurements of several models on the same inputs."""
+
+    rows: list[dict[str, Any]]
+    threads: int
+
+    def __str__(self) -> str:
+        base = self.rows[0]["median_ms"] if self.rows else 1.0
+        table = [
+            (
+                r["name"],
+                human(r["params"]),
+                human(r["macs"]),
+                f"{r['median_ms']:.2f}",
+                f"{r['p90_ms']:.2f}",
+                f"{r['median_ms'] / base:.2f}x",
+            )
+            for r in self.rows
+        ]
+        title = f"latency at {self.threads} thread(s), interleaved runs"
+        headers = ("model", "params", "MACs", "median ms", "p90 ms", "vs first")
+        return format_table(headers, table, title)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare(
+    models: Mapping[str, nn.Module],
+    example_inputs: Inputs,
+    threads: int | None = None,
+    *,
+    warmup: int = 3,
+    rounds: int = 20,
+    per_round: int = 1,
+) -> Comparison:
+    """Measures several models in interleaved runs (A B A B ...), so the machine's drift cancels.
+
+    Args:
+        models: name -> model; the first is the baseline of the ratio column.
+        example_inputs: inputs given to every model.
+        threads: intra-op threads (see ``benchmark``).
+        warmup: untimed runs of each model before the first round.
+        rounds: rounds; each round times every model ``per_round`` times.
+
+    Returns:
+        A ``Comparison``; ``print()`` shows params, MACs, median and p90 latency, and each
+        model's latency ratio to the first.
+
+    Example:
+        >>> table = compare({"a": torch.nn.Linear(8, 8), "b": torch.nn.Linear(8, 4)},
+        ...                 torch.randn(1, 8), threads=1, rounds=3)
+        >>> [r["name"] for r in table.rows]
+        ['a', 'b']
+    """
+    from .analyze import analyze
+
+    if not models:
+        raise ConfigError("compare() got no models; pass a dict such as {'resnet50': model}.")
+    if rounds < 1 or per_round < 1:
+        raise ConfigError(f"rounds={rounds}, per_round={per_round}: both must be >= 1.")
+    n_threads = check_threads(threads)
+    reports = {name: analyze(check_model(m), example_inputs) for name, m in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with contextlib.ExitStack() as stack:
+        for m in models.values():
+            stack.enter_context(eval_mode(m))
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(fixed_threads(n_threads))
+        runners = {n: _runner(m, example_inputs) for n, m in models.items()}
+        for run in runners.values():
+            for _ in range(warmup):
+                run()
+        for _ in range(rounds):
+            for name, run in runners.items():
+                times[name].extend(run() for _ in range(per_round))
+    batch = _batch_size(example_inputs)
+    rows = []
+    for name in models:
+        stats = LatencyStats.from_times(times[name], n_threads, batch)
+        rows.append(
+            {"name": name, "params": reports[name].params, "macs": reports[name].macs}
+            | asdict(stats)
+        )
+    return Comparison(rows, n_threads)

@@ -1,0 +1,5 @@
+"""Tables and reports."""
+
+from .table import format_table, human
+
+__all__ = ["format_table", "human"]

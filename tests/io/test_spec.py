@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+import slimtorch as st
+from slimtorch.io.spec import default_input_shape, spec_of
+
+
+def test_torchvision_and_timm_specs():
+    m = st.load_model("torchvision:resnet18", num_classes=10)
+    assert m.fc.out_features == 10
+    assert spec_of(m) == {"spec": "torchvision:resnet18", "kwargs": {"num_classes": 10}}
+    assert default_input_shape(
+        "torchvision:inception_v3", st.load_model("torchvision:inception_v3")
+    ) == (1, 3, 299, 299)
+    t = st.load_model("timm:resnet18")
+    assert default_input_shape("timm:resnet18", t) == (1, 3, 224, 224)
+
+
+def test_factory_spec():
+    m = st.load_model("torch.nn:Linear", in_features=3, out_features=2)
+    assert m(torch.randn(1, 3)).shape == (1, 2)
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("torchvision:resnet5", "Did you mean resnet50"),
+        ("timm:resnet_18", "Did you mean"),
+        ("resnet50", "has no ':'"),
+        ("nonexistent_pkg.models:net", "cannot import 'nonexistent_pkg.models'"),
+        ("torch.nn:Linearr", "Did you mean Linear"),
+        ("torch.nn.functional:relu", "calling 'torch.nn.functional:relu'"),
+        ("torch.nn:Identity", None),
+    ],
+)
+def test_bad_specs(spec, match):
+    if match is None:  # control: a valid factory spec
+        assert isinstance(st.load_model(spec), torch.nn.Identity)
+        return
+    with pytest.raises(st.ModelSpecError, match=match):
+        st.load_model(spec)
