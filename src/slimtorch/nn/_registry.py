@@ -1,0 +1,94 @@
+"""Module types that ``.slim`` plans can rebuild from a JSON config, without pickle.
+
+A structural edit that swaps in a new module records ``{"type": name, "config": {...}}``;
+loading calls ``build_module(name, config)``. torch's own Conv/Linear/Identity/BatchNorm are
+known; slimtorch's building blocks register themselves with ``@register_module`` and define
+``config() -> dict`` returning their constructor's keyword arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ..errors import FormatError
+
+__all__ = ["register_module", "build_module", "module_config", "module_type_name"]
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_module(cls: type[nn.Module]) -> type[nn.Module]:
+    """Class decorator: lets ``.slim`` plans rebuild ``cls`` from ``cls(**module.config())``."""
+    _BUILDERS[cls.__name__] = cls
+    return cls
+
+
+def _conv_config(m: nn.Module) -> dict[str, Any]:
+    return {
+        "in_channels": m.in_channels,
+        "out_channels": m.out_channels,
+        "kernel_size": list(m.kernel_size),
+        "stride": list(m.stride),
+        "padding": m.padding if isinstance(m.padding, str) else list(m.padding),
+        "dilation": list(m.dilation),
+        "groups": m.groups,
+        "bias": m.bias is not None,
+        "padding_mode": m.padding_mode,
+    }
+
+
+_TORCH_CONFIGS: dict[type[nn.Module], Callable[[nn.Module], dict[str, Any]]] = {
+    nn.Conv1d: _conv_config,
+    nn.Conv2d: _conv_config,
+    nn.Conv3d: _conv_config,
+    nn.Linear: lambda m: {
+        "in_features": m.in_features,
+        "out_features": m.out_features,
+        "bias": m.bias is not None,
+    },
+    nn.Identity: lambda m: {},
+    nn.BatchNorm2d: lambda m: {
+        "num_features": m.num_features,
+        "eps": m.eps,
+        "momentum": m.momentum,
+        "affine": m.affine,
+        "track_running_stats": m.track_running_stats,
+    },
+    nn.ReLU: lambda m: {"inplace": m.inplace},
+}
+for _cls in _TORCH_CONFIGS:
+    _BUILDERS[_cls.__name__] = _cls
+
+
+def module_type_name(module: nn.Module) -> str:
+    return type(module).__name__
+
+
+def module_config(module: nn.Module) -> dict[str, Any]:
+    """JSON-serializable constructor arguments that rebuild ``module``'s architecture."""
+    fn = _TORCH_CONFIGS.get(type(module))
+    if fn is not None:
+        return fn(module)
+    if type(module).__name__ in _BUILDERS and hasattr(module, "config"):
+        return dict(module.config())
+    raise FormatError(
+        f"{type(module).__name__} cannot be recorded in a .slim plan; register it with "
+        "slimtorch.nn.register_module and give it a config() method."
+    )
+
+
+def build_module(type_name: str, config: dict[str, Any]) -> nn.Module:
+    """Rebuilds a module recorded as ``(type_name, config)``."""
+    cls = _BUILDERS.get(type_name)
+    if cls is None:
+        raise FormatError(
+            f"the .slim plan names module type {type_name!r}, which is not registered; known: "
+            f"{sorted(_BUILDERS)}. Import the package that defines it before loading."
+        )
+    try:
+        return cls(**config)
+    except (TypeError, ValueError) as exc:
+        raise FormatError(f"cannot rebuild {type_name} from config {config}: {exc}") from exc
