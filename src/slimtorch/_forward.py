@@ -135,9 +135,11 @@ def forward_error(model: nn.Module, stack: ModuleStack, exc: Exception) -> Forwa
     if frame is None or frame[1] is model:
         where = f"the model's own forward ({type(model).__name__})"
         fargs = None
+        module = ""
     else:
         where = f"module '{frame[0]}' ({type(frame[1]).__name__})"
         fargs = frame[2]
+        module = frame[0]
     got = ""
     if fargs is not None:
         a, k = fargs
@@ -146,5 +148,6 @@ def forward_error(model: nn.Module, stack: ModuleStack, exc: Exception) -> Forwa
     return ForwardError(
         f"the forward pass failed in {where}{got}: {type(exc).__name__}: {detail}. "
         "Check that example_inputs match what the model expects (shape, dtype, number of "
-        "inputs), e.g. torch.randn(1, 3, 224, 224) for an ImageNet classifier."
+        "inputs), e.g. torch.randn(1, 3, 224, 224) for an ImageNet classifier.",
+        module,
     )

@@ -32,7 +32,15 @@ class InputError(SlimTorchError, ValueError):
 
 
 class ForwardError(SlimTorchError, ValueError):
-    """The model's forward pass raised; the message names the module that failed."""
+    """The model's forward pass raised; the message names the module that failed.
+
+    Attributes:
+        module: qualified name of the innermost failing module ("" for the root).
+    """
+
+    def __init__(self, message: str, module: str = "") -> None:
+        super().__init__(message)
+        self.module = module
 
 
 class ConfigError(SlimTorchError, ValueError):

@@ -71,6 +71,21 @@ def _timm(name: str, kwargs: dict[str, Any]) -> nn.Module:
     return timm.create_model(name, pretrained=False, **kwargs)
 
 
+def _hf(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        import transformers
+    except ImportError as exc:
+        raise ModelSpecError("transformers is not installed; pip install transformers") from exc
+    cls = getattr(transformers, name, None)
+    if cls is None or not hasattr(cls, "config_class"):
+        raise ModelSpecError(
+            f"transformers has no model class {name!r}; write e.g. 'hf:BertModel' with "
+            "config=... (a config dict)."
+        )
+    config = cls.config_class.from_dict(dict(kwargs.get("config", {})))
+    return cls(config)
+
+
 def _factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
     module_name, _, attr = spec.partition(":")
     try:
@@ -131,6 +146,8 @@ def load_model(spec: str, **kwargs: Any) -> nn.Module:
         model = _torchvision(name, kwargs)
     elif source == "timm":
         model = _timm(name, kwargs)
+    elif source == "hf":
+        model = _hf(name, kwargs)
     else:
         model = _factory(spec, kwargs)
     return set_spec(model, spec, kwargs)
@@ -169,3 +186,53 @@ def example_input(spec: str, model: nn.Module, shape: tuple[int, ...] | None) ->
             f"no default input shape is known for {spec!r}; pass one, e.g. --input 1,3,224,224."
         )
     return torch.randn(*shape)
+
+
+def _same_shapes(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
+
+
+def _meta_build(fn: Any, **kwargs: Any) -> nn.Module | None:
+    try:
+        with torch.device("meta"):
+            return fn(**kwargs)
+    except Exception:  # builders that need real tensors, or other kwargs
+        return None
+
+
+def ensure_spec(model: nn.Module) -> nn.Module:
+    """Records a spec on a model built outside ``load_model`` when one can be inferred.
+
+    Hugging Face models rebuild from their config; timm models from ``pretrained_cfg``;
+    torchvision models from the builder whose architecture matches. Other models are left
+    alone (``save`` then asks for ``spec=``).
+    """
+    if spec_of(model) is not None:
+        return model
+    config = getattr(model, "config", None)
+    cls = type(model)
+    if hasattr(config, "to_dict") and cls.__module__.startswith("transformers."):
+        return set_spec(model, f"hf:{cls.__name__}", {"config": config.to_dict()})
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("architecture") and cls.__module__.startswith("timm."):
+        import timm
+
+        kwargs = {"num_classes": int(getattr(model, "num_classes", 1000))}
+        built = _meta_build(timm.create_model, model_name=cfg["architecture"], **kwargs)
+        if built is not None and _same_shapes(built, model):
+            return set_spec(model, f"timm:{cfg['architecture']}", kwargs)
+    if cls.__module__.startswith("torchvision.models"):
+        import torchvision
+
+        heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        options = [{}] + ([{"num_classes": heads[-1].out_features}] if heads else [])
+        for name in torchvision.models.list_models():
+            builder = torchvision.models.get_model_builder(name)
+            if builder.__module__ != cls.__module__:
+                continue
+            for kwargs in options:
+                built = _meta_build(builder, **kwargs)
+                if built is not None and type(built) is cls and _same_shapes(built, model):
+                    return set_spec(model, f"torchvision:{name}", kwargs)
+    return model

@@ -1,0 +1,1 @@
+"""Pruning: channels (structured), weights (unstructured, N:M), layers (depth)."""

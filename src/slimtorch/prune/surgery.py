@@ -1,0 +1,214 @@
+"""Surgery: the one place that removes channels from modules.
+
+``apply_prune_edit_`` slices parameters and buffers along recorded positions and sets the
+recorded module attributes, so ``repr(model)`` tells the truth. The same function replays a
+``.slim`` plan when loading. ``module_attrs`` computes those attributes after slicing through
+a registry keyed by module type; ``register_surgery`` extends it for your own layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import FormatError
+
+__all__ = ["register_surgery", "apply_prune_edit_", "module_attrs"]
+
+Updater = Callable[[nn.Module, Mapping[str, Any]], dict[str, Any]]
+_UPDATERS: dict[type, Updater] = {}
+
+
+def register_surgery(*types: type) -> Callable[[Updater], Updater]:
+    """Registers ``fn(module, info) -> {attribute: value}`` run after a module's tensors
+    were sliced; ``info["groups"]`` holds a conv's new group count when known."""
+
+    def wrap(fn: Updater) -> Updater:
+        for t in types:
+            _UPDATERS[t] = fn
+        return fn
+
+    return wrap
+
+
+@register_surgery(nn.Conv1d, nn.Conv2d, nn.Conv3d)
+def _conv(m: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
+    groups = int(info.get("groups") or m.groups)
+    return {
+        "groups": groups,
+        "in_channels": m.weight.shape[1] * groups,
+        "out_channels": m.weight.shape[0],
+    }
+
+
+@register_surgery(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+def _conv_t(m: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
+    groups = int(info.get("groups") or m.groups)
+    return {
+        "groups": groups,
+        "in_channels": m.weight.shape[0],
+        "out_channels": m.weight.shape[1] * groups,
+    }
+
+
+@register_surgery(nn.Linear)
+def _linear(m: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
+    return {"in_features": m.weight.shape[1], "out_features": m.weight.shape[0]}
+
+
+@register_surgery(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm2d)
+def _bn(m: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
+    t = m.weight if m.weight is not None else m.running_mean
+    return {"num_features": t.shape[0]}
+
+
+@register_surgery(nn.LayerNorm)
+def _ln(m: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
+    return {"normalized_shape": list(m.weight.shape)} if m.weight is not None else {}
+
+
+@register_surgery(nn.GroupNorm)
+def _gn(m: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
+    return {"num_channels": m.weight.shape[0]}
+
+
+@register_surgery(nn.Embedding)
+def _embedding(m: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
+    return {"embedding_dim": m.weight.shape[1]}
+
+
+_HEAD_COUNT = ("num_heads", "num_attention_heads", "n_head", "n_heads")
+_KV_COUNT = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
+_Q_NAMES = ("q_proj", "query", "q", "wq", "to_q")
+_K_NAMES = ("k_proj", "key", "k", "wk", "to_k")
+_QKV_NAMES = ("qkv", "c_attn", "in_proj", "Wqkv", "query_key_value")
+
+
+def _out_width(module: nn.Module) -> int | None:
+    w = getattr(module, "weight", None)
+    if not isinstance(w, torch.Tensor) or w.dim() != 2:
+        return None
+    # torch Linear is [out, in]; Hugging Face's GPT-2 Conv1D is [in, out] with nf = out.
+    return int(getattr(module, "nf", w.shape[0]))
+
+
+def _attention_attrs(m: nn.Module) -> dict[str, Any]:
+    """Head counts of attention modules (timm, Hugging Face) from their projections."""
+    head_dim = getattr(m, "head_dim", None) or getattr(m, "attention_head_size", None)
+    if not isinstance(head_dim, int) or head_dim <= 0:
+        return {}
+    children = dict(m.named_children())
+    attrs: dict[str, Any] = {}
+    q = next((children[n] for n in _Q_NAMES if n in children), None)
+    qkv = next((children[n] for n in _QKV_NAMES if n in children), None)
+    if q is not None and _out_width(q):
+        heads = _out_width(q) // head_dim
+    elif qkv is not None and _out_width(qkv):
+        heads = _out_width(qkv) // (3 * head_dim)
+    else:
+        return {}
+    for name in _HEAD_COUNT:
+        if isinstance(getattr(m, name, None), int):
+            attrs[name] = heads
+    k = next((children[n] for n in _K_NAMES if n in children), None)
+    if k is not None and _out_width(k):
+        kv = _out_width(k) // head_dim
+        for name in _KV_COUNT:
+            if isinstance(getattr(m, name, None), int):
+                attrs[name] = kv
+        if isinstance(getattr(m, "num_key_value_groups", None), int) and kv:
+            attrs["num_key_value_groups"] = heads // kv
+    if isinstance(getattr(m, "all_head_size", None), int):
+        attrs["all_head_size"] = heads * head_dim
+    if isinstance(getattr(m, "split_size", None), int) and qkv is not None:
+        attrs["split_size"] = heads * head_dim
+    if isinstance(getattr(m, "attn_dim", None), int):
+        attrs["attn_dim"] = heads * head_dim
+    return attrs
+
+
+def module_attrs(
+    model: nn.Module, touched: set[str], info: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Attributes to set on each touched module (and attention parents) after slicing."""
+    out: dict[str, dict[str, Any]] = {}
+    modules = dict(model.named_modules())
+    parents = {n.rpartition(".")[0] for n in touched} | touched
+    for name in sorted(parents):
+        m = modules.get(name)
+        if m is None:
+            continue
+        attrs: dict[str, Any] = {}
+        fn = next((_UPDATERS[t] for t in type(m).__mro__ if t in _UPDATERS), None)
+        if fn is not None and name in touched:
+            attrs.update(fn(m, info.get(name, {})))
+        attrs.update(_attention_attrs(m))
+        attrs = {k: v for k, v in attrs.items() if _differs(getattr(m, k, None), v)}
+        if attrs:
+            out[name] = attrs
+    return out
+
+
+def _differs(old: Any, new: Any) -> bool:
+    if isinstance(old, tuple):
+        old = list(old)
+    return old != new
+
+
+def _owners(model: nn.Module) -> dict[str, list[tuple[nn.Module, str]]]:
+    """Every (module, attribute) holding each tensor, keyed by its first qualified name."""
+    by_id: dict[int, str] = {}
+    owners: dict[str, list[tuple[nn.Module, str]]] = {}
+    for mname, module in model.named_modules(remove_duplicate=False):
+        items = list(module._parameters.items()) + list(module._buffers.items())
+        for attr, t in items:
+            if t is None:
+                continue
+            key = by_id.setdefault(id(t), f"{mname}.{attr}" if mname else attr)
+            owners.setdefault(key, []).append((module, attr))
+    return owners
+
+
+def apply_prune_edit_(model: nn.Module, edit: Mapping[str, Any]) -> None:
+    """Slices tensors and sets module attributes as recorded in a ``prune`` edit, in place.
+
+    ``edit["tensors"]``: ``{name: {dim: [kept positions]}}``; ``edit["attrs"]``:
+    ``{module: {attribute: value}}``; ``edit.get("config")``: ``{key: value}`` for a
+    Hugging Face ``model.config``.
+    """
+    owners = _owners(model)
+    for name, dims in edit["tensors"].items():
+        if name not in owners:
+            raise FormatError(f"the plan prunes tensor {name!r}, which the model does not have")
+        module, attr = owners[name][0]
+        t = getattr(module, attr)
+        with torch.no_grad():
+            new = t.detach()
+            for dim, keep in dims.items():
+                index = torch.as_tensor(keep, dtype=torch.long, device=new.device)
+                if index.numel() and int(index.max()) >= new.shape[int(dim)]:
+                    raise FormatError(f"plan positions out of range for {name!r} dim {dim}")
+                new = new.index_select(int(dim), index)
+            new = new.clone()
+        replacement = (
+            nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else new
+        )
+        for owner, a in owners[name]:
+            if isinstance(replacement, nn.Parameter):
+                owner._parameters[a] = replacement
+            else:
+                owner._buffers[a] = replacement
+    modules = dict(model.named_modules())
+    for mname, attrs in edit.get("attrs", {}).items():
+        if mname not in modules:
+            raise FormatError(f"the plan sets attributes on {mname!r}, which does not exist")
+        for attr, value in attrs.items():
+            old = getattr(modules[mname], attr, None)
+            setattr(modules[mname], attr, tuple(value) if isinstance(old, tuple) else value)
+    config = getattr(model, "config", None)
+    for key, value in edit.get("config", {}).items():
+        if config is not None:
+            setattr(config, key, value)
