@@ -17,14 +17,45 @@ from .errors import (
     SlimTorchError,
     TraceError,
 )
+from .graph.groups import register_constraint
+from .graph.rules import register_rule
 from .graph.trace import ModelGraph, trace
+from .io.slim import load, save
 from .io.spec import load_model
 from .measure.analyze import LayerRow, ModelReport, analyze
 from .measure.latency import Comparison, LatencyStats, benchmark, compare
+from .prune.channels import PruneResult, prune_channels
+from .prune.importance import register_importance
+from .prune.regularize import regularizer
+from .prune.schedule import AGP, Iterative, OneShot, PruningSchedule
+from .prune.sensitivity import SensitivityResult, sensitivity
+from .prune.sparse_infer import SparsifyResult, sparsify_for_inference
+from .prune.surgery import register_surgery
+from .prune.weights import make_permanent_, prune_weights_
+from .prune.weights_layers import register_prunable
+from .prune.weights_masks import register_weight_criterion
+from .prune.weights_options import WeightOptions
+from .prune.weights_stats import SparsityReport, sparsity, zeroed_channels
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AGP",
+    "Iterative",
+    "OneShot",
+    "PruningSchedule",
+    "SensitivityResult",
+    "SparsifyResult",
+    "SparsityReport",
+    "WeightOptions",
+    "make_permanent_",
+    "prune_weights_",
+    "register_prunable",
+    "register_weight_criterion",
+    "sensitivity",
+    "sparsify_for_inference",
+    "sparsity",
+    "zeroed_channels",
     "Comparison",
     "ConfigError",
     "ConvertError",
@@ -33,6 +64,7 @@ __all__ = [
     "InputError",
     "LatencyStats",
     "LayerRow",
+    "PruneResult",
     "ModelGraph",
     "ModelReport",
     "ModelSpecError",
@@ -42,6 +74,14 @@ __all__ = [
     "analyze",
     "benchmark",
     "compare",
+    "load",
     "load_model",
+    "prune_channels",
+    "register_constraint",
+    "register_importance",
+    "register_rule",
+    "register_surgery",
+    "regularizer",
+    "save",
     "trace",
 ]

@@ -163,15 +163,15 @@ def build_groups(model: nn.Module, graph: ModelGraph) -> GroupSet:
             and atoms.size[r] > 1
         )
 
-    # Where one dim is a product of several candidates (groups x channels), prune only the
-    # largest factor so the requested ratio is not compounded.
+    # Where one dim is a product of several candidates (heads x head_dim, groups x channels
+    # per group), prune only the outermost factor: whole heads or groups, which code that
+    # reshapes by a fixed head_dim or group width still accepts, and no compounded ratio.
     for _, _, _, roots, _ in entries:
         cands = [a for a in roots if candidate(a)]
-        if len(cands) > 1:
-            keep = max(cands, key=lambda a: atoms.size[atoms.find(a)])
-            for a in cands:
-                if a != keep:
-                    atoms.freeze(a, "factor of a product whose larger factor is pruned")
+        for a in cands[1:]:
+            atoms.freeze(
+                a, "inner factor (e.g. head_dim) of a product whose outer factor is pruned"
+            )
 
     members: dict[int, list[Member]] = {}
     for name, dim, offset, roots, _ in entries:

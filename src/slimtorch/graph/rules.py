@@ -381,8 +381,13 @@ def _sdpa(ctx: DimContext, node: OpNode) -> None:
     nd = len(ctx.shape(q))
     for d in range(nd - 2):
         ctx.same(q, d, out, d)
-        ctx.same(k, d, out, d)
-        ctx.same(v, d, out, d)
+        ctx.same(k, d, v, d)
+        nq, nk = ctx.shape(q)[d], ctx.shape(k)[d]
+        if nq == nk:
+            ctx.same(q, d, k, d)
+        elif nk > 1 and nq % nk == 0:
+            # Grouped-query attention (enable_gqa): query heads = kv heads x repeats.
+            ctx.unify(ctx.L(q, d), [(*seg, ctx.new_atom(nq // nk)) for seg in ctx.L(k, d)])
     ctx.same(q, -2, out, -2)
     ctx.same(k, -2, v, -2)
     ctx.same(q, -1, k, -1)

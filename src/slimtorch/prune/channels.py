@@ -368,8 +368,10 @@ def _consumer_positions(group: ChannelGroup, kept: torch.Tensor) -> dict[str, di
     if not len(removed):
         return out
     for m in group.members:
-        if "contract" in m.roles:
-            out.setdefault(m.param, {})[str(m.dim)] = member_positions(m, removed).tolist()
+        if "contract" in m.roles:  # a dim may hold the group twice (e.g. cat([x, f(x)]))
+            out.setdefault(m.param, {}).setdefault(str(m.dim), []).extend(
+                member_positions(m, removed).tolist()
+            )
     return out
 
 

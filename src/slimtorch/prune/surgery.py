@@ -19,12 +19,16 @@ from ..errors import FormatError
 __all__ = ["register_surgery", "apply_prune_edit_", "module_attrs"]
 
 Updater = Callable[[nn.Module, Mapping[str, Any]], dict[str, Any]]
-_UPDATERS: dict[type, Updater] = {}
+_UPDATERS: dict[type | str, Updater] = {}
 
 
-def register_surgery(*types: type) -> Callable[[Updater], Updater]:
+def register_surgery(*types: type | str) -> Callable[[Updater], Updater]:
     """Registers ``fn(module, info) -> {attribute: value}`` run after a module's tensors
-    were sliced; ``info["groups"]`` holds a conv's new group count when known."""
+    were sliced; ``info["groups"]`` holds a conv's new group count when known.
+
+    Types may be classes or ``"package.module.ClassName"`` strings, so optional libraries
+    need not be imported.
+    """
 
     def wrap(fn: Updater) -> Updater:
         for t in types:
@@ -75,6 +79,20 @@ def _gn(m: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
     return {"num_channels": m.weight.shape[0]}
 
 
+@register_surgery("transformers.pytorch_utils.Conv1D")
+def _hf_conv1d(m: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
+    # GPT-2's Conv1D holds its weight as [in, out] and reshapes with self.nf.
+    return {"nx": m.weight.shape[0], "nf": m.weight.shape[1]}
+
+
+def _updater(m: nn.Module) -> Updater | None:
+    for t in type(m).__mro__:
+        fn = _UPDATERS.get(t) or _UPDATERS.get(f"{t.__module__}.{t.__qualname__}")
+        if fn is not None:
+            return fn
+    return None
+
+
 @register_surgery(nn.Embedding)
 def _embedding(m: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
     return {"embedding_dim": m.weight.shape[1]}
@@ -91,8 +109,8 @@ def _out_width(module: nn.Module) -> int | None:
     w = getattr(module, "weight", None)
     if not isinstance(w, torch.Tensor) or w.dim() != 2:
         return None
-    # torch Linear is [out, in]; Hugging Face's GPT-2 Conv1D is [in, out] with nf = out.
-    return int(getattr(module, "nf", w.shape[0]))
+    # torch Linear is [out, in]; Hugging Face's GPT-2 Conv1D is [in, out].
+    return int(w.shape[1] if hasattr(module, "nf") else w.shape[0])
 
 
 def _attention_attrs(m: nn.Module) -> dict[str, Any]:
@@ -142,7 +160,7 @@ def module_attrs(
         if m is None:
             continue
         attrs: dict[str, Any] = {}
-        fn = next((_UPDATERS[t] for t in type(m).__mro__ if t in _UPDATERS), None)
+        fn = _updater(m)
         if fn is not None and name in touched:
             attrs.update(fn(m, info.get(name, {})))
         attrs.update(_attention_attrs(m))

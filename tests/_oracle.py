@@ -20,12 +20,13 @@ def zero_consumer_reference(model, plan):
 def check_pruned(model, result, inputs, *, rtol=1e-4, atol=1e-5):
     """Pruned output equals the reference where every pruned group is exact; the pruned model
     runs, keeps its output shape and has fewer MACs (or says why nothing was pruned)."""
-    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    args = inputs if isinstance(inputs, tuple) else () if isinstance(inputs, dict) else (inputs,)
+    kwargs = inputs if isinstance(inputs, dict) else {}
     model.eval()
     pruned = result.model.eval()
     with torch.no_grad():
-        out = _first(pruned(*args))
-        expected = _first(zero_consumer_reference(model, result.plan)(*args))
+        out = first_output(pruned(*args, **kwargs))
+        expected = first_output(zero_consumer_reference(model, result.plan)(*args, **kwargs))
     assert out.shape == expected.shape
     pruned_groups = [g for g in result.plan["groups"] if g["removed"]]
     if not pruned_groups:
@@ -40,7 +41,7 @@ def check_pruned(model, result, inputs, *, rtol=1e-4, atol=1e-5):
     return False
 
 
-def _first(out):
+def first_output(out):
     if isinstance(out, torch.Tensor):
         return out
     if hasattr(out, "logits"):

@@ -1,0 +1,304 @@
+"""Sparse CPU kernels for pruned layers, used only where they measurably win on this machine.
+
+On x86 CPUs, dense GEMM and convolution kernels (MKL, oneDNN) are so well tuned that
+PyTorch's sparse CSR kernels (``torch.sparse.mm``) beat them only at high sparsity. Measured
+with ``benchmarks/sparse_speed.py`` (one thread, AVX-512 AMD EPYC): a 1024x1024 Linear gains from
+~90% zeros at batch 1 and from ~70% at batch 32; a 3x3 convolution as im2col + CSR gains
+almost never (99% zeros, batch 1). ``sparsify_for_inference`` measures each layer and swaps
+only the winners. Everywhere else, unstructured sparsity buys size (see
+``slimtorch.io.sparse``), not speed.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .._forward import Inputs, check_model, check_threads, run_forward
+from ..errors import ConfigError
+from ..measure.latency import fixed_threads
+from ..report.table import format_table
+from .weights import make_permanent_
+from .weights_layers import prunable_layers
+
+__all__ = [
+    "LayerTiming",
+    "SparseConv2d",
+    "SparseLinear",
+    "SparsifyResult",
+    "sparsify_for_inference",
+]
+
+_FLOATS = (torch.float32, torch.float64)
+
+
+def _csr(weight: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():  # "CSR support is in beta": known, and why we measure
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return weight.detach().to_sparse_csr()
+
+
+class SparseLinear(nn.Module):
+    """``nn.Linear`` with its weight stored as a CSR matrix, for inference.
+
+    ``y = x Wᵀ + b`` is computed as ``(W xᵀ)ᵀ`` with ``torch.sparse.mm``. No autograd use is
+    intended (the weight is a buffer).
+
+    Args:
+        weight: dense ``[out, in]`` weight (converted to CSR).
+        bias: ``[out]`` or None.
+
+    Example:
+        >>> lin = torch.nn.Linear(64, 32)
+        >>> y = SparseLinear.from_dense(lin)(torch.randn(4, 64))   # [4, 32]
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("weight", _csr(weight))
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+
+    @classmethod
+    def from_dense(cls, linear: nn.Linear) -> SparseLinear:
+        return cls(linear.weight, linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        cols = x.reshape(-1, self.in_features).t().contiguous()  # [in, N]
+        y = torch.sparse.mm(self.weight, cols).t()  # [N, out]
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        nnz = self.weight.values().numel()
+        return f"in_features={self.in_features}, out_features={self.out_features}, nnz={nnz}"
+
+
+class SparseConv2d(nn.Module):
+    """``nn.Conv2d`` (groups=1, zero padding) as im2col (``F.unfold``) + CSR matmul.
+
+    Args:
+        conv: the dense convolution to copy.
+
+    Example:
+        >>> conv = torch.nn.Conv2d(8, 16, 3, padding=1)
+        >>> y = SparseConv2d(conv)(torch.randn(1, 8, 10, 10))   # [1, 16, 10, 10]
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        reason = conv_unsupported(conv)
+        if reason:
+            raise ConfigError(f"SparseConv2d cannot replace {conv}: {reason}.")
+        self.out_channels = conv.out_channels
+        self.kernel_size, self.stride = conv.kernel_size, conv.stride
+        self.padding, self.dilation = conv.padding, conv.dilation
+        weight = conv.weight.detach().reshape(conv.out_channels, -1)
+        self.register_buffer("weight", _csr(weight))
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
+        length = cols.shape[-1]
+        cols = cols.transpose(0, 1).reshape(cols.shape[1], b * length)  # [C*kh*kw, B*L]
+        y = torch.sparse.mm(self.weight, cols).view(self.out_channels, b, length).transpose(0, 1)
+        if self.bias is not None:
+            y = y + self.bias[:, None]
+        oh = h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1
+        ow = w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1
+        return y.reshape(b, self.out_channels, oh // self.stride[0] + 1, ow // self.stride[1] + 1)
+
+
+def conv_unsupported(conv: nn.Conv2d) -> str:
+    """Why ``SparseConv2d`` cannot replace ``conv`` ('' when it can)."""
+    if conv.groups != 1:
+        return f"groups={conv.groups} (only 1 is supported)"
+    if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
+        return f"padding={conv.padding!r}, padding_mode={conv.padding_mode!r} (need ints, zeros)"
+    return ""
+
+
+_SPARSE_KINDS: dict[type[nn.Module], Callable[[nn.Module], nn.Module]] = {
+    nn.Linear: SparseLinear.from_dense,
+    nn.Conv2d: SparseConv2d,
+}
+
+
+@dataclass(frozen=True)
+class LayerTiming:
+    """One layer's decision: median latency dense vs sparse at the recorded input."""
+
+    name: str
+    kind: str
+    sparsity: float
+    dense_ms: float | None
+    sparse_ms: float | None
+    switched: bool
+    note: str = ""
+
+
+@dataclass
+class SparsifyResult:
+    """A new model with sparse layers where they won, and the measurements behind it."""
+
+    model: nn.Module
+    layers: list[LayerTiming] = field(default_factory=list)
+    threads: int = 1
+
+    @property
+    def switched(self) -> list[str]:
+        return [r.name for r in self.layers if r.switched]
+
+    @property
+    def dense(self) -> list[str]:
+        return [r.name for r in self.layers if not r.switched]
+
+    def __str__(self) -> str:
+        def ms(v: float | None) -> str:
+            return "-" if v is None else f"{v:.4f}"
+
+        rows = [
+            (
+                r.name,
+                r.kind,
+                f"{100 * r.sparsity:.1f}%",
+                ms(r.dense_ms),
+                ms(r.sparse_ms),
+                "-" if not r.dense_ms or not r.sparse_ms else f"{r.dense_ms / r.sparse_ms:.2f}x",
+                "sparse" if r.switched else "dense",
+                r.note,
+            )
+            for r in self.layers
+        ]
+        headers = ("layer", "type", "sparsity", "dense ms", "sparse ms", "speedup", "uses", "note")
+        title = f"sparse kernels at {self.threads} thread(s): {len(self.switched)} switched"
+        return format_table(headers, rows, title)
+
+
+def _time_pair(
+    dense: nn.Module, sparse: nn.Module, x: torch.Tensor, warmup: int, repeats: int
+) -> tuple[float, float]:
+    for _ in range(warmup):
+        dense(x), sparse(x)
+    td, ts = [], []
+    for _ in range(repeats):  # interleaved, so drift of the machine hits both alike
+        t0 = time.perf_counter()
+        dense(x)
+        t1 = time.perf_counter()
+        sparse(x)
+        ts.append(time.perf_counter() - t1)
+        td.append(t1 - t0)
+    return 1e3 * statistics.median(td), 1e3 * statistics.median(ts)
+
+
+def _record_inputs(
+    model: nn.Module, names: list[str], example_inputs: Inputs
+) -> dict[str, torch.Tensor]:
+    seen: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name in names:
+
+        def hook(module: nn.Module, args: tuple, name: str = name) -> None:
+            if args and isinstance(args[0], torch.Tensor):
+                seen.setdefault(name, args[0])
+
+        hooks.append(model.get_submodule(name).register_forward_pre_hook(hook))
+    try:
+        run_forward(model, example_inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def sparsify_for_inference(
+    model: nn.Module,
+    example_inputs: Inputs,
+    threads: int | None = None,
+    *,
+    min_sparsity: float = 0.5,
+    min_speedup: float = 1.1,
+    warmup: int = 3,
+    repeats: int = 15,
+) -> SparsifyResult:
+    """Returns a copy of ``model`` where sparse kernels replace the layers they speed up.
+
+    Each Linear and Conv2d (groups=1) whose weight is at least ``min_sparsity`` zeros is timed
+    dense and as ``SparseLinear`` / ``SparseConv2d`` (CSR weight, ``torch.sparse.mm``) on the
+    input it receives from ``example_inputs``, at ``threads`` threads, interleaved, medians.
+    It is swapped only when ``dense_ms / sparse_ms >= min_speedup``. Masks are made permanent
+    in the copy; the input model is untouched. On CPUs, expect wins only at very high
+    sparsity: elsewhere unstructured sparsity buys size, not speed.
+
+    Args:
+        model: a pruned model (masks or plain zeros).
+        example_inputs: inputs of the batch size and shape you will serve.
+        threads: intra-op threads to decide at (the deployment's); all by default.
+        min_sparsity: layers below it are not tried.
+        min_speedup: required ratio; 0 swaps every tried layer (for testing).
+        warmup / repeats: untimed and timed runs per layer and kernel.
+
+    Returns:
+        ``SparsifyResult``: ``.model``, ``.switched``, ``.dense``, and ``print()`` shows the
+        measured times of every layer.
+
+    Example:
+        >>> result = sparsify_for_inference(pruned, torch.randn(1, 3, 224, 224), threads=1)
+        >>> print(result)
+    """
+    check_model(model)
+    n_threads = check_threads(threads)
+    work = copy.deepcopy(model).eval()
+    make_permanent_(work)
+    candidates = list(prunable_layers(work))
+    result = SparsifyResult(work, threads=n_threads)
+    with torch.inference_mode(), fixed_threads(n_threads):
+        inputs = _record_inputs(work, candidates, example_inputs)
+        for name in candidates:
+            module = work.get_submodule(name)
+            w = getattr(module, prunable_layers(module)[""][1])
+            s = float((w == 0).sum()) / w.numel()
+            row = dict(
+                name=name,
+                kind=type(module).__name__,
+                sparsity=s,
+                dense_ms=None,
+                sparse_ms=None,
+                switched=False,
+            )
+            note = ""
+            if type(module) not in _SPARSE_KINDS:
+                note = f"no sparse kernel for {type(module).__name__}"
+            elif name not in inputs:
+                note = "not called by example_inputs"
+            elif s < min_sparsity:
+                note = f"below min_sparsity={min_sparsity}"
+            elif w.dtype not in _FLOATS:
+                note = f"{w.dtype} has no CPU sparse kernel"
+            elif isinstance(module, nn.Conv2d) and conv_unsupported(module):
+                note = conv_unsupported(module)
+            if note:
+                result.layers.append(LayerTiming(**row, note=note))
+                continue
+            sparse = _SPARSE_KINDS[type(module)](module)
+            x = inputs[name]
+            d_ms, s_ms = _time_pair(module, sparse, x, warmup, repeats)
+            switched = d_ms / s_ms >= min_speedup
+            if switched and name:
+                work.set_submodule(name, sparse)
+            elif switched:  # the model is this one layer
+                result.model = sparse
+            row.update(dense_ms=d_ms, sparse_ms=s_ms, switched=switched)
+            result.layers.append(LayerTiming(**row))
+    return result
