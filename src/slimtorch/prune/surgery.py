@@ -206,10 +206,10 @@ def apply_prune_edit_(model: nn.Module, edit: Mapping[str, Any]) -> None:
         with torch.no_grad():
             new = t.detach()
             for dim, keep in dims.items():
-                index = torch.as_tensor(keep, dtype=torch.long, device=new.device)
+                index = torch.as_tensor(keep, dtype=torch.long)
                 if index.numel() and int(index.max()) >= new.shape[int(dim)]:
                     raise FormatError(f"plan positions out of range for {name!r} dim {dim}")
-                new = new.index_select(int(dim), index)
+                new = new.index_select(int(dim), index.to(new.device))
             new = new.clone()
         replacement = (
             nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else new

@@ -1,0 +1,168 @@
+import json
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import slimtorch as st
+from _oracle import check_pruned
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    return torchvision.models.resnet18().eval()
+
+
+X64 = torch.randn(1, 3, 64, 64)
+
+
+def test_channels_physically_removed_and_metadata_follows(resnet18):
+    before = {n: p.clone() for n, p in resnet18.state_dict().items()}
+    result = st.prune_channels(resnet18, X64, ratio=0.5)
+    m = result.model
+    assert m.conv1.out_channels == m.conv1.weight.shape[0] == 32
+    assert m.bn1.num_features == m.bn1.weight.shape[0] == 32
+    assert m.layer1[0].conv1.in_channels == 32
+    assert m.fc.in_features == m.fc.weight.shape[1] == 256 and m.fc.out_features == 1000
+    assert "Conv2d(3, 32, kernel_size=(7, 7)" in repr(m)
+    # the input model is untouched and the plan is plain JSON
+    assert all(torch.equal(before[n], t) for n, t in resnet18.state_dict().items())
+    json.dumps(result.plan)
+    assert result.after["params"] < result.before["params"] == 11689512
+    assert "params" in str(result)
+    # the pruned model re-traces and re-prunes cleanly
+    again = st.prune_channels(m, X64, ratio=0.5)
+    check_pruned(m, again, X64)
+
+
+def test_depthwise_groups_follow():
+    model = torchvision.models.mobilenet_v2().eval()
+    result = st.prune_channels(model, X64, ratio=0.5)
+    for mod in result.model.modules():
+        if isinstance(mod, nn.Conv2d) and mod.groups > 1:
+            assert mod.groups == mod.in_channels == mod.out_channels == mod.weight.shape[0]
+    check_pruned(model, result, X64)
+
+
+def test_round_to_and_ratios_and_ignore(resnet18):
+    r = st.prune_channels(resnet18, X64, ratio=0.3, round_to=16)
+    widths = [m.out_channels for m in r.model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(w % 16 == 0 for w in widths if w >= 64)
+    r = st.prune_channels(resnet18, X64, ratio=0.0, ratios={"layer1.0.conv1": 0.75})
+    assert r.model.layer1[0].conv1.out_channels == 16
+    assert r.model.layer1[1].conv1.out_channels == 64
+    r = st.prune_channels(resnet18, X64, ratio=0.5, ignore=["layer4.1.conv1"])
+    assert r.model.layer4[1].conv1.out_channels == 512
+    assert r.model.layer4[0].conv1.out_channels == 256
+
+
+def test_global_scope_and_target_macs(resnet18):
+    base = st.analyze(resnet18, X64).macs
+    r = st.prune_channels(resnet18, X64, ratio=0.5, scope="global", round_to=None)
+    pruned = sum(len(g["removed"]) for g in r.plan["groups"])
+    total = sum(g["size"] for g in r.plan["groups"])
+    assert abs(pruned / total - 0.5) < 0.01
+    check_pruned(resnet18, r, X64)
+    r = st.prune_channels(resnet18, X64, target_macs=base // 2)
+    assert base // 2 * 0.9 <= r.after["macs"] <= base // 2
+    with pytest.raises(st.PruneError, match="cannot be reached"):
+        st.prune_channels(resnet18, X64, target_macs=1000)
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "fpgm", "random"])
+def test_importances_are_exact(resnet18, importance):
+    r = st.prune_channels(resnet18, X64, ratio=0.5, importance=importance)
+    check_pruned(resnet18, r, X64)
+
+
+def test_bn_scale_removes_the_small_gammas():
+    net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 4, 3))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.arange(16, dtype=torch.float) - 7.5)  # |gamma| smallest at 7,8
+    r = st.prune_channels(
+        net.eval(), torch.randn(1, 3, 8, 8), 0.25, importance="bn_scale", round_to=None
+    )
+    assert r.plan["groups"][0]["removed"] == [6, 7, 8, 9]
+
+
+def test_taylor_needs_batch_and_loss(resnet18):
+    with pytest.raises(st.PruneError, match="batch=.*loss_fn"):
+        st.prune_channels(resnet18, X64, importance="taylor")
+    batch = (torch.randn(4, 3, 64, 64), torch.randint(0, 1000, (4,)))
+    r = st.prune_channels(
+        resnet18, X64, importance="taylor", batch=batch, loss_fn=nn.functional.cross_entropy
+    )
+    check_pruned(resnet18, r, X64)
+
+
+def test_unknown_op_freezes_and_is_named():
+    class Cum(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 16, 1)
+            self.b = nn.Conv2d(16, 16, 1)
+            self.c = nn.Conv2d(16, 4, 1)
+
+        def forward(self, x):
+            return self.c(self.b(self.a(x).cumsum(1)))
+
+    r = st.prune_channels(Cum().eval(), torch.randn(1, 3, 4, 4), 0.5, round_to=None)
+    assert any("no dimension rule (op cumsum in module ''" in w for w in r.warnings)
+    assert r.model.a.out_channels == 16 and r.model.b.out_channels == 8
+
+
+def test_multihead_attention_is_explained():
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    model = VisionTransformer(32, 16, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
+    r = st.prune_channels(model.eval(), torch.randn(1, 3, 32, 32), 0.5)
+    assert any("nn.MultiheadAttention" in w for w in r.warnings)
+    assert r.model.encoder.layers[0].mlp[0].out_features == 32
+    check_pruned(model, r, torch.randn(1, 3, 32, 32))
+
+
+def test_data_parallel_is_unwrapped(resnet18):
+    r = st.prune_channels(nn.DataParallel(resnet18), X64, 0.5)
+    assert isinstance(r.model, torchvision.models.ResNet)
+    assert any("DataParallel" in w for w in r.warnings)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"ratio": 1.0}, r"ratio=1.0 is outside \[0, 1\)"),
+        ({"ratio": -0.1}, "outside"),
+        ({"importance": "l3"}, "unknown importance 'l3'.*did you mean l2, l1"),
+        ({"scope": "world"}, "scope='world'"),
+        ({"ignore": ["layer1.0.conv"]}, "ignore names module 'layer1.0.conv'.*did you mean"),
+        ({"ratios": {"fc2": 0.5}}, "ratios names module 'fc2'.*did you mean fc"),
+        ({"ratios": {"fc": 1.5}}, r"ratios\['fc'\]=1.5"),
+        ({"round_to": 0}, "round_to=0"),
+    ],
+)
+def test_bad_options(resnet18, kwargs, match):
+    with pytest.raises(st.ConfigError, match=match):
+        st.prune_channels(resnet18, X64, **kwargs)
+
+
+def test_bad_inputs_and_masked_models(resnet18):
+    with pytest.raises(st.ForwardError, match="module 'conv1'"):
+        st.prune_channels(resnet18, torch.randn(1, 4, 64, 64))
+    masked = torchvision.models.resnet18()
+    st.prune_weights_(masked, sparsity=0.5)
+    with pytest.raises(st.PruneError, match="make_permanent_"):
+        st.prune_channels(masked, X64)
+
+
+def test_regularizer_terms():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(2, 3))
+    with torch.no_grad():
+        net[1].weight.fill_(-2.0)
+    assert st.regularizer(net, "bn_l1", 0.5)().item() == pytest.approx(0.5 * 8)
+    expected = sum(m.weight.flatten(1).norm(dim=1).sum() for m in (net[0], net[2]))
+    assert st.regularizer(net, "group_lasso", 1.0)().item() == pytest.approx(expected.item())
+    with pytest.raises(st.ConfigError, match="group_lasso"):
+        st.regularizer(nn.Linear(2, 2), "bn_l1")
+    with pytest.raises(st.ConfigError, match="unknown regularizer"):
+        st.regularizer(net, "l0")
