@@ -180,6 +180,9 @@ def default_input_shape(spec: str, model: nn.Module) -> tuple[int, ...] | None:
 
 def example_input(spec: str, model: nn.Module, shape: tuple[int, ...] | None) -> torch.Tensor:
     """A random input of ``shape``, or the model's default shape."""
+    recorded = spec_of(model)
+    if spec.endswith(".slim") and recorded is not None:
+        spec = recorded["spec"]  # a .slim file knows the spec it was built from
     shape = shape or default_input_shape(spec, model)
     if shape is None:
         raise ModelSpecError(

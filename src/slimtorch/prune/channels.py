@@ -24,6 +24,7 @@ from ..io.plan import record_edit
 from ..io.spec import ensure_spec
 from ..measure.analyze import analyze, count_macs
 from ..report.table import format_table, human
+from .hf_config import config_updates
 from .importance import importance_fn
 from .options import ChannelOptions, check_module_names
 from .surgery import apply_prune_edit_, module_attrs
@@ -196,6 +197,10 @@ def _surgery(model: nn.Module, gset: GroupSet, keep: Mapping[int, torch.Tensor])
     attrs = module_attrs(model, touched, _conv_info(gset, keep))
     edit = {"op": "prune", "tensors": {}, "attrs": attrs}
     apply_prune_edit_(model, edit)
+    config, _ = config_updates(model)
+    if config:
+        apply_prune_edit_(model, {"tensors": {}, "config": config})
+        edit["config"] = config
     edit["tensors"] = {n: {str(d): v for d, v in dims.items()} for n, dims in tensors.items()}
     return edit
 
@@ -327,6 +332,8 @@ def prune_channels(
     groups = active
     work = pruned
     record_edit(work, edit)
+    if hasattr(work, "config") and "config" not in edit:
+        warnings.extend(config_updates(work)[1])
 
     after = analyze(work, example_inputs)
     plan = {
