@@ -26,6 +26,7 @@ from .measure.analyze import LayerRow, ModelReport, analyze
 from .measure.latency import Comparison, LatencyStats, benchmark, compare
 from .prune.channels import PruneResult, prune_channels
 from .prune.importance import register_importance
+from .prune.options import simd_channels
 from .prune.regularize import regularizer
 from .prune.schedule import AGP, Iterative, OneShot, PruningSchedule
 from .prune.sensitivity import SensitivityResult, sensitivity
@@ -83,5 +84,6 @@ __all__ = [
     "register_surgery",
     "regularizer",
     "save",
+    "simd_channels",
     "trace",
 ]

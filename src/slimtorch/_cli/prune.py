@@ -40,7 +40,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         scope=args.scope,
         ratios=args.ratios or {},
         ignore=args.ignore or [],
-        round_to=args.round_to or None,
+        round_to="auto" if args.round_to < 0 else (args.round_to or None),
     )
     tables = []
     if not args.no_bench:
@@ -87,7 +87,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scope", default="local", choices=["local", "global"])
     p.add_argument("--ratios", type=_ratio_map, help="per-module ratios: NAME=R,NAME=R")
     p.add_argument("--ignore", nargs="*", help="modules whose output channels are kept")
-    p.add_argument("--round-to", type=int, default=8, help="channel multiple (0 = off)")
+    p.add_argument(
+        "--round-to",
+        type=int,
+        default=-1,
+        help="channel multiple (0 = off; default: the CPU's SIMD width)",
+    )
     p.add_argument("--input", type=input_shape, help="input shape, e.g. 1,3,224,224")
     p.add_argument("--threads", type=thread_count, action="append")
     p.add_argument("--rounds", type=int, default=10)
