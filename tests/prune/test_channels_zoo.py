@@ -47,6 +47,8 @@ TV_SLOW = {
 def _size(name):
     if name.startswith("maxvit"):
         return 224
+    if name == "vit_h_14":
+        return 56
     return 96 if name.startswith("inception") else 64
 
 
@@ -63,7 +65,7 @@ def _roundtrip(result, args, tmp_path):
     "name", [pytest.param(n, marks=pytest.mark.slow) if n in TV_SLOW else n for n in TV_NAMES]
 )
 def test_torchvision_zoo(name, tmp_path):
-    kwargs = {"image_size": 64} if name.startswith("vit_") else {}
+    kwargs = {"image_size": _size(name)} if name.startswith("vit_") else {}
     model = st.load_model(f"torchvision:{name}", **kwargs).eval()
     x = torch.randn(2, 3, _size(name), _size(name))
     result = st.prune_channels(model, x, ratio=0.5)

@@ -314,9 +314,15 @@ def prune_channels(
         if failed is None:
             break
         # A module whose code does not follow its new shapes (e.g. a size hard-coded in its
-        # forward): keep its channels and plan again, rather than return a broken model.
+        # forward): keep its channels, and those of every module of its class, and plan
+        # again, rather than return a model that does not run.
+        modules = dict(work.named_modules())
+        bad_type = type(modules.get(failed.module)) if failed.module in modules else None
+        suspects = {n for n, m in modules.items() if bad_type is not None and type(m) is bad_type}
         blamed = {
-            g.atom for g in active if any(_owned_by(m.param, failed.module) for m in g.members)
+            g.atom
+            for g in active
+            if any(_owned_by(m.param, s) for m in g.members for s in suspects)
         }
         if not failed.module or not blamed:
             raise PruneError(
@@ -325,8 +331,8 @@ def prune_channels(
             ) from failed
         excluded |= blamed
         warnings.append(
-            f"kept channels around '{failed.module}': its forward did not accept pruned "
-            f"shapes ({str(failed).split(': ', 2)[-1][:120]})"
+            f"kept channels around '{failed.module}' and every {bad_type.__name__}: its forward "
+            f"did not accept pruned shapes ({str(failed).split(': ', 2)[-1][:120]})"
         )
     else:
         raise PruneError("internal error: pruning did not converge to a runnable model")

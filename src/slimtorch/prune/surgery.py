@@ -102,7 +102,7 @@ _HEAD_COUNT = ("num_heads", "num_attention_heads", "n_head", "n_heads")
 _KV_COUNT = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
 _Q_NAMES = ("q_proj", "query", "q", "wq", "to_q")
 _K_NAMES = ("k_proj", "key", "k", "wk", "to_k")
-_QKV_NAMES = ("qkv", "c_attn", "in_proj", "Wqkv", "query_key_value")
+_QKV_NAMES = ("qkv", "c_attn", "in_proj", "Wqkv", "query_key_value", "to_qkv")
 
 
 def _out_width(module: nn.Module) -> int | None:
