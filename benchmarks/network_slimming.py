@@ -65,9 +65,9 @@ def accuracy(model, x, y) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--finetune", type=int, default=3)
-    parser.add_argument("--strength", type=float, default=1e-2)
+    parser.add_argument("--strength", type=float, default=1e-3)
     args = parser.parse_args()
     torch.manual_seed(0)
     xtr, ytr, xte, yte = data()
@@ -82,7 +82,7 @@ def main() -> None:
         gammas = torch.cat(
             [m.weight.abs() for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
         )
-        small = (gammas < 1e-2).float().mean().item() * 100
+        small = (gammas < 0.05).float().mean().item() * 100
         for ratio in (0.5, 0.7, 0.85):
             result = st.prune_channels(
                 model, example, ratio=ratio, importance="bn_scale", scope="global", round_to=None
@@ -104,7 +104,7 @@ def main() -> None:
         print(f"done regularizer={reg}", flush=True)
     headers = (
         "regularizer",
-        "|gamma|<0.01",
+        "|gamma|<0.05",
         "acc dense",
         "ratio",
         "params",
