@@ -43,3 +43,31 @@ def test_errors_are_one_line(capsys):
     assert "Did you mean resnet50" in err and "Traceback" not in err
     assert main(["analyze", "torchvision:resnet18", "--input", "1,4,32,32"]) == 2
     assert "module 'conv1'" in capsys.readouterr().err
+
+
+def test_prune_then_analyze_slim(tmp_path, capsys):
+    out = tmp_path / "r18.slim"
+    code = main(
+        [
+            "prune",
+            "torchvision:resnet18",
+            "--ratio",
+            "0.5",
+            "--input",
+            "1,3,64,64",
+            "--threads",
+            "1",
+            "--rounds",
+            "2",
+            "-o",
+            str(out),
+        ]
+    )
+    text = capsys.readouterr().out
+    assert code == 0 and out.exists()
+    assert "11.69M" in text and "after" in text and "vs first" in text
+    assert main(["analyze", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["params"] < 11689512 / 2
+    assert main(["prune", "torchvision:resnet18", "--ratio", "1.5"]) == 2
+    assert "ratio=1.5 is outside" in capsys.readouterr().err
