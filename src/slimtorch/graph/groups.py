@@ -141,7 +141,7 @@ def build_groups(model: nn.Module, graph: ModelGraph) -> GroupSet:
         return [r]
 
     # Atoms left whole inside a product (an interleaved split) cannot be pruned piecewise.
-    entries: list[tuple[str, int, int, tuple[int, ...], int]] = []
+    entries: list[tuple[str, int, int, tuple[int, ...]]] = []
     for name, tid in tids.items():
         for dim in range(len(graph.tensors[tid].shape)):
             offset = 0
@@ -151,7 +151,7 @@ def build_groups(model: nn.Module, graph: ModelGraph) -> GroupSet:
                     if a in atoms.refine:
                         for leaf in leaves(a):
                             atoms.freeze(leaf, "interleaved channel split (e.g. a shuffle)")
-                entries.append((name, dim, offset, roots, 0))
+                entries.append((name, dim, offset, roots))
                 offset += atoms.seg_size(seg)
 
     def candidate(a: int) -> bool:
@@ -166,7 +166,7 @@ def build_groups(model: nn.Module, graph: ModelGraph) -> GroupSet:
     # Where one dim is a product of several candidates (heads x head_dim, groups x channels
     # per group), prune only the outermost factor: whole heads or groups, which code that
     # reshapes by a fixed head_dim or group width still accepts, and no compounded ratio.
-    for _, _, _, roots, _ in entries:
+    for _, _, _, roots in entries:
         cands = [a for a in roots if candidate(a)]
         for a in cands[1:]:
             atoms.freeze(
@@ -174,7 +174,7 @@ def build_groups(model: nn.Module, graph: ModelGraph) -> GroupSet:
             )
 
     members: dict[int, list[Member]] = {}
-    for name, dim, offset, roots, _ in entries:
+    for name, dim, offset, roots in entries:
         factors = tuple(atoms.size[atoms.find(a)] for a in roots)
         roles = frozenset(ctx.roles.get((tids[name], dim), ()))
         for pos, a in enumerate(roots):

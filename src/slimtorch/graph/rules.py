@@ -492,15 +492,16 @@ def _reduce(ctx: DimContext, node: OpNode, dims: Any, keepdim: bool) -> None:
 
 @register_rule(aten.mean, aten.sum, aten.amax, aten.amin, aten.var, aten.std, aten.prod)
 def _reduction(ctx: DimContext, node: OpNode) -> None:
-    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-    if isinstance(dims, bool | float) or (
-        dims is not None and not isinstance(dims, int | list | tuple)
-    ):
-        dims = None
-    keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-    if node.op.overloadpacket in (aten.var, aten.std) and "correction" in str(node.op):
-        keep = node.kwargs.get("keepdim", False)
-    _reduce(ctx, node, dims, bool(keep))
+    # Overloads differ (sum.default has no dims, var.correction takes keepdim by keyword):
+    # read the schema's named arguments instead of positions.
+    named = dict(zip((a.name for a in node.op._schema.arguments), node.args)) | node.kwargs
+    dims = named.get("dim")
+    _reduce(
+        ctx,
+        node,
+        dims if isinstance(dims, int | list | tuple) else None,
+        bool(named.get("keepdim", False)),
+    )
 
 
 @register_rule(aten.linalg_vector_norm)

@@ -18,7 +18,7 @@ from torch.utils._pytree import tree_map
 
 from .._forward import Inputs, check_model, eval_mode, split_inputs
 from ..errors import ForwardError, PruneError
-from ..graph.groups import ChannelGroup, GroupSet, build_groups, member_positions
+from ..graph.groups import ChannelGroup, GroupSet, Member, build_groups, member_positions
 from ..graph.trace import trace
 from ..io.plan import record_edit
 from ..io.spec import ensure_spec
@@ -166,8 +166,6 @@ def _tensor_plan(
                 if pos is None:
                     positions.append(torch.arange(offset, offset + math.prod(factors)))
                 else:
-                    from ..graph.groups import Member
-
                     m = Member(name, dim, offset, factors, pos, frozenset())
                     positions.append(member_positions(m, keep[atoms.find(seg[pos])]))
                 offset += math.prod(factors)
