@@ -6,6 +6,13 @@ Example:
     >>> stats = st.benchmark(torchvision.models.resnet18(), torch.randn(1, 3, 224, 224), threads=1)
 """
 
+from .convert import (
+    ConvertResult,
+    conversion_kinds,
+    convert,
+    dilate_to_restore,
+    register_conversion,
+)
 from .errors import (
     ConfigError,
     ConvertError,
@@ -41,6 +48,11 @@ from .prune.weights_stats import SparsityReport, sparsity, zeroed_channels
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvertResult",
+    "conversion_kinds",
+    "convert",
+    "dilate_to_restore",
+    "register_conversion",
     "AGP",
     "Iterative",
     "OneShot",

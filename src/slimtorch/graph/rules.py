@@ -766,6 +766,21 @@ def _index(ctx: DimContext, node: OpNode) -> None:
         ctx.same(x, d, out, idx_rank + d - len(used))
 
 
+@register_rule(aten.index_select)
+def _index_select(ctx: DimContext, node: OpNode) -> None:
+    x, dim = node.args[0], int(node.args[1])
+    out = node.outputs[0]
+    nd = len(ctx.shape(x))
+    dim %= nd
+    for d in range(nd):
+        if d != dim:
+            ctx.same(x, d, out, d)
+    # A gather along a dim (e.g. a fixed channel permutation): its positions are constants.
+    reason = f"index_select with a fixed index in '{node.module}'"
+    ctx.atoms.freeze_layout(ctx.atoms.expand(ctx.L(x, dim)), reason)
+    ctx.atoms.freeze_layout(ctx.atoms.expand(ctx.L(out, dim)), reason)
+
+
 @register_rule(aten.embedding)
 def _embedding(ctx: DimContext, node: OpNode) -> None:
     w, idx, out = node.args[0], node.args[1], node.outputs[0]

@@ -191,9 +191,28 @@ def example_input(spec: str, model: nn.Module, shape: tuple[int, ...] | None) ->
     return torch.randn(*shape)
 
 
-def _same_shapes(a: nn.Module, b: nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
+_ORIGIN_ATTR = "_slimtorch_origin_shapes"
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return getattr(model, _ORIGIN_ATTR, None) or {
+        k: tuple(v.shape) for k, v in model.state_dict().items()
+    }
+
+
+def remember_origin(model: nn.Module) -> nn.Module:
+    """Before a structural edit: keeps the original shapes so ``ensure_spec`` can still infer
+    the architecture later (cheap; the search itself waits until a spec is needed)."""
+    if spec_of(model) is not None or hasattr(model, _ORIGIN_ATTR):
+        return model
+    if type(model).__module__.startswith("transformers."):
+        return ensure_spec(model)  # cheap, and the config is about to change
+    object.__setattr__(model, _ORIGIN_ATTR, _shapes(model))
+    return model
+
+
+def _same_shapes(built: nn.Module, model: nn.Module) -> bool:
+    return _shapes(built) == _shapes(model)
 
 
 def _meta_build(fn: Any, **kwargs: Any) -> nn.Module | None:

@@ -58,6 +58,20 @@ _TORCH_CONFIGS: dict[type[nn.Module], Callable[[nn.Module], dict[str, Any]]] = {
         "track_running_stats": m.track_running_stats,
     },
     nn.ReLU: lambda m: {"inplace": m.inplace},
+    nn.BatchNorm1d: lambda m: {
+        "num_features": m.num_features,
+        "eps": m.eps,
+        "momentum": m.momentum,
+        "affine": m.affine,
+        "track_running_stats": m.track_running_stats,
+    },
+    nn.MaxPool2d: lambda m: {
+        "kernel_size": m.kernel_size,
+        "stride": m.stride,
+        "padding": m.padding,
+        "dilation": m.dilation,
+        "ceil_mode": m.ceil_mode,
+    },
 }
 for _cls in _TORCH_CONFIGS:
     _BUILDERS[_cls.__name__] = _cls

@@ -21,8 +21,8 @@ from ..errors import ForwardError, PruneError
 from ..graph.groups import ChannelGroup, GroupSet, Member, build_groups, member_positions
 from ..graph.trace import trace
 from ..io.plan import record_edit
-from ..io.spec import ensure_spec
-from ..measure.analyze import analyze, count_macs
+from ..io.spec import remember_origin
+from ..measure.analyze import count_macs
 from ..report.table import format_table, human
 from .hf_config import config_updates
 from .importance import importance_fn
@@ -268,7 +268,7 @@ def prune_channels(
             "slimtorch.make_permanent_(model) first, then prune channels."
         )
     work = copy.deepcopy(_unwrap(model, warnings))
-    ensure_spec(work)
+    remember_origin(work)
     modules = [n for n, _ in work.named_modules()]
     check_module_names(opts.ignore, modules, "ignore")
     check_module_names(opts.ratios, modules, "ratios")
@@ -309,7 +309,7 @@ def prune_channels(
         pruned = copy.deepcopy(work)
         edit = _surgery(pruned, gset, keep)
         failed = _check_runs(pruned, example_inputs, graph)
-        if failed is None:
+        if not isinstance(failed, ForwardError):
             break
         # A module whose code does not follow its new shapes (e.g. a size hard-coded in its
         # forward): keep its channels, and those of every module of its class, and plan
@@ -340,7 +340,10 @@ def prune_channels(
     if hasattr(work, "config") and "config" not in edit:
         warnings.extend(config_updates(work)[1])
 
-    after = analyze(work, example_inputs)
+    after_graph = failed
+    after_params = sum(
+        p.numel() for n, p in work.named_parameters() if n in after_graph.used_params
+    )
     plan = {
         "ratio": r,
         "importance": opts.importance,
@@ -365,7 +368,7 @@ def prune_channels(
         plan=plan,
         warnings=warnings,
         before={"params": before_params, "macs": before_macs},
-        after={"params": after.params, "macs": after.macs},
+        after={"params": after_params, "macs": sum(count_macs(after_graph).values())},
     )
 
 
@@ -391,8 +394,9 @@ def _owned_by(param: str, module: str) -> bool:
     return param.startswith(module + ".") if module else False
 
 
-def _check_runs(model: nn.Module, example_inputs: Inputs, graph: Any) -> ForwardError | None:
-    """The pruned model must run and keep the output shapes; returns the failure."""
+def _check_runs(model: nn.Module, example_inputs: Inputs, graph: Any) -> Any:
+    """The pruned model must run and keep the output shapes: returns its graph, or the
+    failure."""
     try:
         new = trace(model, example_inputs)
     except ForwardError as exc:
@@ -404,7 +408,7 @@ def _check_runs(model: nn.Module, example_inputs: Inputs, graph: Any) -> Forward
             f"internal error: output shapes changed from {old_shapes} to {new_shapes}; "
             "please report it."
         )
-    return None
+    return new
 
 
 def _solve_ratio(

@@ -1,0 +1,226 @@
+"""``slimtorch.convert``: weight-preserving structure rewrites of a trained model.
+
+Data flow: copy the model -> trace it (when example inputs are given) -> pick the layers ->
+capture each layer's input -> build each rewrite (pure: new modules from old weights) ->
+measure it -> keep it (error budget, measured latency for ``layers="auto"``) -> swap the
+modules in with ``replace_module``, the one place that mutates, which records every edit.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten
+
+from .._forward import Inputs, check_model, check_threads, eval_mode, run_forward
+from ..errors import ConfigError, ConvertError
+from ..graph.trace import trace
+from ..io.plan import replace_module
+from ..measure.analyze import analyze
+from . import auto
+from .registry import LayerRewrite, get_conversion
+from .result import ConvertedLayer, ConvertResult, SkippedLayer
+
+__all__ = ["capture_inputs", "convert", "relative_error"]
+
+Layers = None | str | Sequence[str]
+
+
+def relative_error(reference: Any, approx: Any) -> float:
+    """``||approx - reference|| / ||reference||`` over all tensors of two (nested) outputs."""
+    ref = [t for t in tree_flatten(reference)[0] if isinstance(t, torch.Tensor)]
+    new = [t for t in tree_flatten(approx)[0] if isinstance(t, torch.Tensor)]
+    if not ref or len(ref) != len(new):
+        return math.nan  # outputs we cannot compare: say so rather than report 0
+    num = sum(float((b.double() - a.double()).square().sum()) for a, b in zip(ref, new))
+    den = sum(float(a.double().square().sum()) for a in ref)
+    return math.sqrt(num) / max(math.sqrt(den), 1e-30)
+
+
+def capture_inputs(model: nn.Module, example_inputs: Inputs, names: list[str]) -> dict[str, Any]:
+    """The first positional input each named module receives in one eval-mode forward."""
+    captured: dict[str, Any] = {}
+    handles = []
+    for name in names:
+
+        def hook(module: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
+            if name not in captured and args:
+                captured[name] = args[0].detach() if isinstance(args[0], torch.Tensor) else args[0]
+
+        handles.append(model.get_submodule(name).register_forward_pre_hook(hook))
+    try:
+        with eval_mode(model), torch.no_grad():
+            run_forward(model, example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return captured
+
+
+def _check_layers(model: nn.Module, layers: Layers) -> list[str] | None:
+    if layers is None or layers == "auto":
+        return None
+    if isinstance(layers, str) or not isinstance(layers, Sequence):
+        raise ConfigError(
+            f"layers={layers!r} is invalid; pass None (every layer the kind applies to), "
+            "'auto' (only layers that get faster), or a list of module names such as ['conv1']."
+        )
+    names = [n for n, _ in model.named_modules()]
+    known = set(names)
+    for name in layers:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ConfigError(
+                f"layer {name!r} does not exist in the {type(model).__name__}.{hint} "
+                "Names are those of model.named_modules(), e.g. 'features.3'."
+            )
+    return list(dict.fromkeys(layers))
+
+
+def _row(rw: LayerRewrite, x: Any) -> ConvertedLayer:
+    params = [sum(p.numel() for p in m.parameters()) for m in (rw.before, rw.after)]
+    error = macs_b = macs_a = None
+    if isinstance(x, torch.Tensor):
+        with eval_mode(rw.before), eval_mode(rw.after), torch.no_grad():
+            error = relative_error(rw.before(x), rw.after(x))
+        macs_b, macs_a = analyze(rw.before, x).macs, analyze(rw.after, x).macs
+    return ConvertedLayer(
+        rw.name,
+        type(rw.before[0] if isinstance(rw.before, nn.Sequential) else rw.before).__name__,
+        type(rw.after).__name__,
+        error,
+        params[0],
+        params[1],
+        macs_b,
+        macs_a,
+        note=rw.note,
+    )
+
+
+def convert(
+    model: nn.Module,
+    kind: str,
+    layers: Layers = None,
+    example_inputs: Inputs | None = None,
+    *,
+    max_error: float | None = None,
+    threads: Sequence[int] | None = None,
+    min_speedup: float = 1.05,
+    **options: Any,
+) -> ConvertResult:
+    """Rewrites layers of a trained model into cheaper structures, keeping its weights' function.
+
+    Kinds (``slimtorch.convert.conversion_kinds()``): ``"depthwise_separable"`` (``rank=``),
+    ``"grouped"`` (``groups=``), ``"dilated"`` (``fit=``), ``"low_rank"`` (``rank=`` or
+    ``energy=``, ``fit=``), ``"fuse_bn"``. At full rank each is exact.
+
+    Args:
+        model: the trained model; it is not modified (the result holds a deep copy).
+        kind: the conversion.
+        layers: None for every layer the kind applies to (others are reported as skipped),
+            a list of module names (each must convert, or an error says why), or ``"auto"``:
+            only layers whose rewrite is measurably faster on this CPU at 1 and all threads.
+        example_inputs: e.g. ``torch.randn(1, 3, 224, 224)``; needed for ``fuse_bn``
+            (tracing), ``layers="auto"``, ``max_error`` and ``fit="data"``. With them, each
+            row reports its relative output error and MACs.
+        max_error: leave layers whose relative output error exceeds this.
+        threads: thread counts ``"auto"`` times at (default 1 and all).
+        min_speedup: ``"auto"`` keeps a rewrite only if this many times faster everywhere.
+        **options: the kind's options (see its ``Options`` dataclass).
+
+    Returns:
+        A ``ConvertResult``: ``.model``, ``.layers`` (rows), ``.skipped``; ``print()`` it.
+
+    Example:
+        >>> import torchvision
+        >>> r = convert(torchvision.models.vgg11(), "depthwise_separable", ["features.3"],
+        ...             torch.randn(1, 3, 64, 64), rank=2)
+        >>> type(r.model.features[3]).__name__, r.layers[0].macs_after < r.layers[0].macs_before
+        ('DepthwiseSeparableConv2d', True)
+    """
+    check_model(model)
+    conversion = get_conversion(kind)
+    opts = conversion.make_options(options)
+    explicit = _check_layers(model, layers)
+    if max_error is not None and (isinstance(max_error, bool) or not max_error >= 0):
+        raise ConfigError(f"max_error={max_error!r} is invalid; use a number >= 0, e.g. 0.05.")
+    needs = {
+        f"kind {kind!r}": conversion.needs_inputs,
+        "layers='auto'": layers == "auto",
+        "max_error": max_error is not None,
+    }
+    missing = [what for what, need in needs.items() if need]
+    if example_inputs is None and missing:
+        raise ConfigError(
+            f"{' and '.join(missing)} need(s) example_inputs; pass e.g. "
+            "example_inputs=torch.randn(1, 3, 224, 224)."
+        )
+    thread_counts = sorted({check_threads(t) for t in threads}) if threads else None
+    thread_counts = thread_counts or auto.default_threads()
+    if (
+        isinstance(min_speedup, bool)
+        or not isinstance(min_speedup, int | float)
+        or min_speedup <= 0
+    ):
+        raise ConfigError(f"min_speedup={min_speedup!r} is invalid; use a number > 0, e.g. 1.05.")
+    work = copy.deepcopy(model)
+    graph = trace(work, example_inputs) if example_inputs is not None else None
+    names = explicit if explicit is not None else list(conversion.targets(work, graph))
+    inputs = capture_inputs(work, example_inputs, names) if example_inputs is not None else {}
+
+    rewrites: list[LayerRewrite] = []
+    skipped: list[SkippedLayer] = []
+    for name in names:
+        try:
+            rewrites.append(conversion.rewrite(work, name, opts, graph, inputs.get(name)))
+        except ConvertError as exc:
+            if explicit is not None:
+                raise
+            skipped.append(SkippedLayer(name, str(exc)))
+    missing_inputs = [rw.name for rw in rewrites if rw.name not in inputs]
+    if example_inputs is not None and missing_inputs:
+        inputs |= capture_inputs(work, example_inputs, missing_inputs)
+
+    rows: dict[str, ConvertedLayer] = {}
+    kept: list[LayerRewrite] = []
+    for rw in rewrites:
+        row = _row(rw, inputs.get(rw.name))
+        if max_error is not None and row.error is not None and row.error > max_error:
+            why = f"error {row.error:.2e} > max_error {max_error:g}"
+            skipped.append(SkippedLayer(rw.name, why + (f" ({rw.note})" if rw.note else "")))
+            continue
+        rows[rw.name] = row
+        kept.append(rw)
+    if layers == "auto":
+        faster, slow = auto.select_faster(kept, inputs, thread_counts, min_speedup)
+        skipped += slow
+        kept = [rw for rw, _ in faster]
+        for rw, latency in faster:
+            rows[rw.name] = dataclasses.replace(rows[rw.name], latency_ms=latency)
+
+    for rw in kept:
+        for name, new in rw.replacements.items():
+            replace_module(work, name, new)
+    output_error = None
+    if example_inputs is not None:
+        with eval_mode(model), eval_mode(work), torch.no_grad():
+            output_error = relative_error(
+                run_forward(model, example_inputs), run_forward(work, example_inputs)
+            )
+    order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+    return ConvertResult(
+        model=work,
+        kind=kind,
+        options=dataclasses.asdict(opts) | {"layers": layers, "max_error": max_error},
+        layers=sorted((rows[rw.name] for rw in kept), key=lambda r: order.get(r.name, 0)),
+        skipped=sorted(skipped, key=lambda s: order.get(s.name, 0)),
+        output_error=output_error,
+    )
