@@ -31,6 +31,7 @@ class Atoms:
     refine: dict[int, tuple[str, list[int]]] = field(default_factory=dict)
     flags: dict[int, set[str]] = field(default_factory=dict)
     frozen: dict[int, str] = field(default_factory=dict)
+    version: int = 0  # bumped whenever expansions may change (refinements)
 
     def new(self, size: int, flags: set[str] | None = None) -> int:
         aid = len(self.size)
@@ -75,6 +76,7 @@ class Atoms:
     def _refine(self, a: int, kind: str, children: list[int]) -> None:
         r = self.find(a)
         assert r not in self.refine
+        self.version += 1
         self.refine[r] = (kind, children)
         for name in self.flags.get(r, ()):
             for c in children:
@@ -133,6 +135,8 @@ class Atoms:
             return True
         if self.size[ra] != self.size[rb]:
             return False
+        if ra in self.refine or rb in self.refine:
+            self.version += 1
         if ra in self.refine and rb in self.refine:
             self.parent[rb] = ra
             fa, fb = self.refine[ra], self.refine.pop(rb)
@@ -159,31 +163,46 @@ class Atoms:
 
         Returns False (after freezing both) when the structures cannot be reconciled.
         """
+        if len(left) == 1 == len(right) and len(left[0]) == 1 == len(right[0]):
+            a, b = self.find(left[0][0]), self.find(right[0][0])
+            if a not in self.refine and b not in self.refine and self.size[a] == self.size[b]:
+                return self.union(a, b)  # the common case: one atom each
         done = 0  # size of the prefix already unified; segment boundaries align there
         for _ in range(100_000):
+            version = self.version
             e1, e2 = self._drop(self.expand(left), done), self._drop(self.expand(right), done)
             if e1 is None or e2 is None:
                 self._give_up(left, right)
                 return False
-            if not e1 or not e2:
-                if e1 or e2:
-                    self._give_up(left, right)
-                    return False
-                return True
-            s1, s2 = e1[0], e2[0]
-            n1, n2 = self.seg_size(s1), self.seg_size(s2)
-            if n1 == n2:
-                if not self._unify_segments(s1, s2):
-                    self._give_up(left, right)
-                    return False
-                done += n1
+            for one, many in ((e1, e2), (e2, e1)):
+                if len(one) == 1 == len(one[0]) and len(many) > 1 and one[0][0] not in self.refine:
+                    # One atom against many segments: split it once, not segment by segment.
+                    self._refine(one[0][0], "cat", [self.new(self.seg_size(g)) for g in many])
+                    break
+            if self.version != version:
                 continue
-            big, small = (s1, n2) if n1 > n2 else (s2, n1)
-            stride = self.seg_size(big[1:])
-            if small % stride or self.find(big[0]) in self.refine:
-                self._give_up(left, right)
-                return False
-            self.split(big[0], small // stride)
+            k = 0
+            while self.version == version:  # expansions stay valid until a refinement
+                if k >= len(e1) or k >= len(e2):
+                    if k < len(e1) or k < len(e2):
+                        self._give_up(left, right)
+                        return False
+                    return True
+                s1, s2 = e1[k], e2[k]
+                n1, n2 = self.seg_size(s1), self.seg_size(s2)
+                if n1 == n2:
+                    if not self._unify_segments(s1, s2):
+                        self._give_up(left, right)
+                        return False
+                    done += n1
+                    k += 1
+                    continue
+                big, small = (s1, n2) if n1 > n2 else (s2, n1)
+                stride = self.seg_size(big[1:])
+                if small % stride or self.find(big[0]) in self.refine:
+                    self._give_up(left, right)
+                    return False
+                self.split(big[0], small // stride)
         raise AssertionError("layout unification did not converge")
 
     def _drop(self, layout: Layout, n: int) -> Layout | None:

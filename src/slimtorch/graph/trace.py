@@ -20,6 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from .._forward import Inputs, ModuleStack, check_model, eval_mode, forward_error, split_inputs
+from ..errors import ForwardError
 
 __all__ = ["ModelGraph", "ModuleCall", "OpNode", "TensorInfo", "TensorRef", "trace"]
 
@@ -145,6 +146,16 @@ class _Recorder(TorchDispatchMode):
         self.alive.append(t)
         return tid
 
+    def _record(self, x: Any, inputs: list[int]) -> Any:
+        """Replaces tensors by TensorRef (ATen args nest at most one list deep)."""
+        if _is_tensor(x):
+            tid = self.ref(x)
+            inputs.append(tid)
+            return TensorRef(tid)
+        if isinstance(x, list | tuple):
+            return type(x)(self._record(v, inputs) for v in x)
+        return x
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
@@ -155,12 +166,12 @@ class _Recorder(TorchDispatchMode):
                 self.tid_of[id(out)] = tid
                 self.alive.append(out)
             return out
-        in_flat, _ = tree_flatten((args, kwargs))
-        inputs = [self.ref(t) for t in in_flat if _is_tensor(t)]
-        r_args = tree_map(lambda x: TensorRef(self.tid_of[id(x)]) if _is_tensor(x) else x, args)
-        r_kwargs = tree_map(lambda x: TensorRef(self.tid_of[id(x)]) if _is_tensor(x) else x, kwargs)
+        inputs: list[int] = []
+        r_args = tuple(self._record(a, inputs) for a in args)
+        r_kwargs = {k: self._record(v, inputs) for k, v in kwargs.items()}
         index = len(self.nodes)
-        outputs = [self._new(t, "act", None, index) for t in tree_flatten(out)[0] if _is_tensor(t)]
+        outs = out if isinstance(out, tuple | list) else (out,)
+        outputs = [self._new(t, "act", None, index) for t in outs if _is_tensor(t)]
         module = self.stack.current
         self.nodes.append(OpNode(index, func, r_args, r_kwargs, inputs, outputs, module))
         return out
@@ -180,7 +191,12 @@ def _shapes(value: Any) -> Any:
 
 
 def trace(
-    model: nn.Module, example_inputs: Inputs, *, grad: bool = False, eval: bool = True
+    model: nn.Module,
+    example_inputs: Inputs,
+    *,
+    grad: bool = False,
+    eval: bool = True,
+    meta: bool = False,
 ) -> ModelGraph:
     """Records one forward pass of ``model`` on ``example_inputs`` as ATen ops.
 
@@ -190,6 +206,9 @@ def trace(
         grad: trace with autograd on. Eval-mode ``nn.MultiheadAttention`` then takes its
             unfused path, so its projections appear as separate ops.
         eval: run the model in eval mode (restoring each module's flag afterwards).
+        meta: record shapes only: parameters and inputs are swapped for ``meta`` tensors
+            (``torch.func.functional_call``), so no arithmetic runs. A forward that needs
+            real values (data-dependent control flow, CPU-made tensors) is retraced for real.
 
     Returns:
         The ``ModelGraph``.
@@ -200,9 +219,47 @@ def trace(
         ['t', 'addmm']
     """
     check_model(model)
+    if meta:
+        try:
+            return _trace(model, example_inputs, grad, eval, meta=True)
+        except ForwardError:
+            pass  # needs real values: fall through to a real forward
+    return _trace(model, example_inputs, grad, eval, meta=False)
+
+
+def _meta_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer as a meta tensor; tied tensors stay one object."""
+    by_id: dict[int, torch.Tensor] = {}
+    state: dict[str, torch.Tensor] = {}
+    named = [
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    ]
+    for name, t in named:
+        if id(t) not in by_id:
+            meta_t = t.detach().to("meta")
+            by_id[id(t)] = (
+                nn.Parameter(meta_t, t.requires_grad) if isinstance(t, nn.Parameter) else meta_t
+            )
+        state[name] = by_id[id(t)]
+    return state
+
+
+def _trace(
+    model: nn.Module, example_inputs: Inputs, grad: bool, eval: bool, meta: bool
+) -> ModelGraph:
     args, kwargs = split_inputs(example_inputs)
     stack = ModuleStack(model)
-    rec = _Recorder(stack, _param_ids(model))
+    if meta:
+        state = _meta_state(model)
+        names = {
+            id(t): (n, "param" if isinstance(t, nn.Parameter) else "buffer")
+            for n, t in reversed(list(state.items()))
+        }
+        args, kwargs = tree_map(lambda x: x.to("meta") if _is_tensor(x) else x, (args, kwargs))
+    else:
+        names = _param_ids(model)
+    rec = _Recorder(stack, names)
     types = {n: type(m).__name__ for n, m in model.named_modules(remove_duplicate=False)}
 
     def pre(module: nn.Module, a: Any, k: Any) -> None:
@@ -224,7 +281,12 @@ def trace(
         mode = eval_mode(model) if eval else contextlib.nullcontext()
         with mode, torch.set_grad_enabled(grad), rec:
             input_tids = [rec.ref(t, "input") for t in in_flat]
-            out = model(*args, **kwargs)
+            if meta:
+                out = torch.func.functional_call(
+                    model, state, tuple(args), kwargs, tie_weights=False, strict=False
+                )
+            else:
+                out = model(*args, **kwargs)
     except Exception as exc:
         raise forward_error(model, stack, exc) from exc
     finally:

@@ -27,10 +27,10 @@ def edits_of(model: nn.Module) -> list[dict[str, Any]]:
     return copy.deepcopy(getattr(model, _EDITS_ATTR, []))
 
 
-def record_edit(model: nn.Module, edit: dict[str, Any]) -> None:
-    """Appends a JSON-serializable edit to the model's record."""
+def record_edit(model: nn.Module, edit: dict[str, Any], *, owned: bool = False) -> None:
+    """Appends a JSON-serializable edit to the model's record (copied unless ``owned``)."""
     edits = list(getattr(model, _EDITS_ATTR, []))
-    edits.append(copy.deepcopy(edit))
+    edits.append(edit if owned else copy.deepcopy(edit))
     object.__setattr__(model, _EDITS_ATTR, edits)
 
 

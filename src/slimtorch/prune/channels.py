@@ -273,7 +273,9 @@ def prune_channels(
     check_module_names(opts.ignore, modules, "ignore")
     check_module_names(opts.ratios, modules, "ratios")
 
-    graph = trace(work, example_inputs, grad=True)
+    # Shape-only (meta) tracing wins on large models; per-op overhead loses on small ones.
+    meta = sum(p.numel() for p in work.parameters()) > 20_000_000
+    graph = trace(work, example_inputs, grad=True, meta=meta)
     before_macs = sum(count_macs(graph).values())
     unused = [n for n, _ in work.named_parameters() if n not in graph.used_params]
     if unused:
@@ -306,9 +308,10 @@ def prune_channels(
         else:
             r = float(opts.ratio)
         keep = plan_groups(active, scores, r, opts, group_ratio)
-        pruned = copy.deepcopy(work)
+        # Surgery on the working copy; a retry starts again from the untouched input model.
+        pruned = work if not excluded else _fresh_copy(model, work)
         edit = _surgery(pruned, gset, keep)
-        failed = _check_runs(pruned, example_inputs, graph)
+        failed = _check_runs(pruned, example_inputs, graph, meta)
         if not isinstance(failed, ForwardError):
             break
         # A module whose code does not follow its new shapes (e.g. a size hard-coded in its
@@ -336,7 +339,7 @@ def prune_channels(
         raise PruneError("internal error: pruning did not converge to a runnable model")
     groups = active
     work = pruned
-    record_edit(work, edit)
+    record_edit(work, edit, owned=True)
     if hasattr(work, "config") and "config" not in edit:
         warnings.extend(config_updates(work)[1])
 
@@ -390,15 +393,24 @@ def _consumer_positions(group: ChannelGroup, kept: torch.Tensor) -> dict[str, di
     return out
 
 
+def _fresh_copy(model: nn.Module, work: nn.Module) -> nn.Module:
+    """A new copy of the input model that carries the working copy's recorded spec."""
+    fresh = copy.deepcopy(_unwrap(model, []))
+    for attr in ("_slimtorch_spec", "_slimtorch_origin_shapes", "_slimtorch_edits"):
+        if attr in work.__dict__:
+            object.__setattr__(fresh, attr, work.__dict__[attr])
+    return fresh
+
+
 def _owned_by(param: str, module: str) -> bool:
     return param.startswith(module + ".") if module else False
 
 
-def _check_runs(model: nn.Module, example_inputs: Inputs, graph: Any) -> Any:
+def _check_runs(model: nn.Module, example_inputs: Inputs, graph: Any, meta: bool) -> Any:
     """The pruned model must run and keep the output shapes: returns its graph, or the
     failure."""
     try:
-        new = trace(model, example_inputs)
+        new = trace(model, example_inputs, meta=meta)
     except ForwardError as exc:
         return exc
     old_shapes = [graph.tensors[t].shape for t in graph.outputs]

@@ -43,8 +43,8 @@ def _weight_members(group: ChannelGroup, params: Params):
 def _norm_sum(group: ChannelGroup, params: Params, p: int) -> torch.Tensor:
     scores = torch.zeros(group.size, dtype=torch.float64)
     for m in _weight_members(group, params):
-        rows = member_rows(params[m.param], m).double()
-        scores += rows.abs().sum(1) if p == 1 else rows.pow(2).sum(1)
+        rows = member_rows(params[m.param], m)
+        scores += (rows.abs().sum(1) if p == 1 else rows.pow(2).sum(1)).double()
     return scores if p == 1 else scores.sqrt()
 
 
