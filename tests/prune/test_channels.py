@@ -166,3 +166,17 @@ def test_regularizer_terms():
         st.regularizer(nn.Linear(2, 2), "bn_l1")
     with pytest.raises(st.ConfigError, match="unknown regularizer"):
         st.regularizer(net, "l0")
+
+
+def test_rows_pruning_ends_in_a_smaller_model():
+    model = torchvision.models.resnet18().eval()
+    st.prune_weights_(model, sparsity=0.5, pattern="rows", ignore=["fc"])
+    st.make_permanent_(model)
+    zeroed = st.zeroed_channels(model)
+    r = st.prune_channels(model, X64, importance="zeroed")
+    # a channel goes when every conv producing it has a zero row there: exactly the zeroed
+    # rows for a conv of its own, a subset for convs tied by residual adds
+    assert r.model.layer1[0].conv1.out_channels == 64 - len(zeroed["layer1.0.conv1"])
+    assert 64 > r.model.conv1.out_channels >= 64 - len(zeroed["conv1"])
+    assert r.after["params"] < r.before["params"]
+    check_pruned(model, r, X64)

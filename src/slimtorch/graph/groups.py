@@ -74,12 +74,13 @@ class GroupSet:
 
 
 Constraint = Callable[[nn.Module, str, DimContext, dict[str, int]], None]
-_CONSTRAINTS: dict[type, Constraint] = {}
+_CONSTRAINTS: dict[type | str, Constraint] = {}
 
 
-def register_constraint(*types: type) -> Callable[[Constraint], Constraint]:
+def register_constraint(*types: type | str) -> Callable[[Constraint], Constraint]:
     """Registers a hook ``fn(module, name, ctx, param_tids)`` that freezes what a module
-    type cannot hold after pruning (called once per module instance)."""
+    type cannot hold after pruning (called once per module instance). Types may be classes
+    or ``"package.module.ClassName"`` strings, so optional libraries need not be imported."""
 
     def wrap(fn: Constraint) -> Constraint:
         for t in types:
@@ -89,32 +90,42 @@ def register_constraint(*types: type) -> Callable[[Constraint], Constraint]:
     return wrap
 
 
-@register_constraint(nn.MultiheadAttention)
-def _mha(module: nn.Module, name: str, ctx: DimContext, tids: dict[str, int]) -> None:
-    # nn.MultiheadAttention needs embed_dim == q/k/v width == its input width, so neither its
-    # heads nor the hidden size it sits on can shrink independently.
-    reason = f"nn.MultiheadAttention '{name}' ties heads to its embed_dim"
+def _constraint(module: nn.Module) -> Constraint | None:
+    for t in type(module).__mro__:
+        fn = _CONSTRAINTS.get(t) or _CONSTRAINTS.get(f"{t.__module__}.{t.__qualname__}")
+        if fn is not None:
+            return fn
+    return None
+
+
+def freeze_module(
+    module: nn.Module, name: str, ctx: DimContext, tids: dict[str, int], reason: str
+) -> None:
+    """Freezes every dim of every parameter of ``module``."""
     for pname, _ in module.named_parameters(prefix=name):
         if pname in tids:
             ctx.freeze_tensor(tids[pname], reason)
 
 
-def _register_torchvision() -> None:
-    try:
-        from torchvision.models import swin_transformer
-    except ImportError:  # pragma: no cover - torchvision is optional
-        return
-
-    @register_constraint(swin_transformer.ShiftedWindowAttention)
-    def _swin(module: nn.Module, name: str, ctx: DimContext, tids: dict[str, int]) -> None:
-        # Its forward derives head_dim as C // num_heads from the input width C.
-        reason = f"'{name}' derives head_dim from its input width (torchvision Swin)"
-        for pname, _ in module.named_parameters(prefix=name):
-            if pname in tids:
-                ctx.freeze_tensor(tids[pname], reason)
+@register_constraint(nn.MultiheadAttention)
+def _mha(module: nn.Module, name: str, ctx: DimContext, tids: dict[str, int]) -> None:
+    # nn.MultiheadAttention needs embed_dim == q/k/v width == its input width, so neither its
+    # heads nor the hidden size it sits on can shrink independently.
+    freeze_module(
+        module, name, ctx, tids, f"nn.MultiheadAttention '{name}' ties heads to its embed_dim"
+    )
 
 
-_register_torchvision()
+@register_constraint("torchvision.models.swin_transformer.ShiftedWindowAttention")
+def _swin(module: nn.Module, name: str, ctx: DimContext, tids: dict[str, int]) -> None:
+    # Its forward derives head_dim as C // num_heads from the input width C.
+    freeze_module(
+        module,
+        name,
+        ctx,
+        tids,
+        f"'{name}' derives head_dim from its input width (torchvision Swin)",
+    )
 
 
 def _module_of(param: str) -> str:
@@ -130,7 +141,7 @@ def build_groups(model: nn.Module, graph: ModelGraph) -> GroupSet:
         if t.kind in ("param", "buffer") and t.name is not None:
             tids.setdefault(t.name, t.tid)
     for name, module in model.named_modules():
-        hook = next((_CONSTRAINTS[t] for t in type(module).__mro__ if t in _CONSTRAINTS), None)
+        hook = _constraint(module)
         if hook is not None:
             hook(module, name, ctx, tids)
 

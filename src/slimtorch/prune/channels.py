@@ -136,10 +136,13 @@ def plan_groups(
                 removed[i] += 1
                 budget -= 1
         per_ratio = {g.atom: removed[i] / g.size for i, g in enumerate(groups)}
+    elif opts.importance == "zeroed":  # drop exactly the all-zero channels
+        per_ratio = {g.atom: float((scores[g.atom] == 0).sum()) / g.size for g in groups}
     else:
         per_ratio = {g.atom: group_ratio.get(g.atom, ratio) for g in groups}
+    round_to = None if opts.importance == "zeroed" else opts.round_to
     for g in groups:
-        k = _n_keep(g.size, per_ratio[g.atom], opts.round_to)
+        k = _n_keep(g.size, per_ratio[g.atom], round_to)
         top = torch.argsort(scores[g.atom], descending=True, stable=True)[:k]
         keep[g.atom] = torch.sort(top).values
     return keep
@@ -233,7 +236,9 @@ def prune_channels(
         example_inputs: inputs for one traced forward pass, e.g. ``torch.randn(1, 3, 224, 224)``.
         ratio: fraction of channels to remove, in [0, 1).
         target_macs: MACs to reach instead of ``ratio`` (solved for).
-        importance: ``l1`` | ``l2`` | ``bn_scale`` | ``taylor`` | ``fpgm`` | ``random``.
+        importance: ``l1`` | ``l2`` | ``bn_scale`` | ``taylor`` | ``fpgm`` | ``random``, or
+            ``zeroed``: remove exactly the channels whose producing filters are all zero (the
+            end of structured weight pruning with ``pattern="rows"``; ``ratio`` is ignored).
         scope: ``local`` (same ratio per group) or ``global`` (rank across groups).
         ratios: per-module overrides, ``{"layer4.0.conv1": 0.7}``.
         ignore: module names whose output channels are kept.

@@ -103,3 +103,15 @@ def fpgm(group: ChannelGroup, params: Params, grads: Params) -> torch.Tensor:
 def random(group: ChannelGroup, params: Params, grads: Params) -> torch.Tensor:
     """Uniform random scores (a baseline)."""
     return torch.rand(group.size, dtype=torch.float64)
+
+
+@register_importance("zeroed")
+def zeroed(group: ChannelGroup, params: Params, grads: Params) -> torch.Tensor:
+    """Non-zero producing weights per channel. With this criterion ``prune_channels`` removes
+    exactly the channels whose producing filters are all zero (e.g. after
+    ``prune_weights_(pattern="rows")`` and ``make_permanent_``), whatever ``ratio`` says."""
+    scores = torch.zeros(group.size, dtype=torch.float64)
+    for m in _weight_members(group, params):
+        if "produce" in m.roles:
+            scores += (member_rows(params[m.param], m) != 0).sum(1).double()
+    return scores
