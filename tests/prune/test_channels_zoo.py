@@ -89,6 +89,9 @@ TIMM_NAMES = [
     "edgenext_xx_small",
     "lcnet_050",
     "seresnext26d_32x4d",
+    "swin_tiny_patch4_window7_224",
+    "coatnet_0_rw_224",
+    "levit_128s",
     "mixer_s16_224",
 ]
 TIMM_SLOW = {"resnet50d", "dla34", "seresnext26d_32x4d", "poolformer_s12", "mixer_s16_224"}
