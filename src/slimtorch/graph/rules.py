@@ -80,9 +80,17 @@ class DimContext:
     def new_atom(self, size: int) -> int:
         return self.atoms.new(size)
 
+    def identity(self, a: int | TensorRef, b: int | TensorRef) -> None:
+        """Couples every dim of ``a`` with the same dim of ``b`` (same rank)."""
+        for d in range(len(self.shape(a))):
+            self.same(a, d, b, d)
+
+    def freeze_dim(self, t: int | TensorRef, dim: int, reason: str) -> None:
+        self.atoms.freeze_layout(self.atoms.expand(self.L(t, dim)), reason)
+
     def freeze_tensor(self, t: int | TensorRef, reason: str) -> None:
         for d in range(len(self.shape(t))):
-            self.atoms.freeze_layout(self.atoms.expand(self.L(t, d)), reason)
+            self.freeze_dim(t, d, reason)
 
     def freeze_node(self, node: OpNode, why: str) -> None:
         reason = f"{why} (op {node.name} in module '{node.module}')"
@@ -317,8 +325,9 @@ def _contract(ctx: DimContext, a: TensorRef, da: int, b: TensorRef, db: int) -> 
         ctx.role(b, db, "contract")
     if not a_param and not b_param:
         ctx.role(a, da, "cross")
-        ctx.atoms.freeze_layout(
-            ctx.atoms.expand(ctx.L(a, da)),
+        ctx.freeze_dim(
+            a,
+            da,
             "summed over between two activations (attention scores, head_dim); "
             "whole heads are pruned instead",
         )
@@ -394,8 +403,9 @@ def _sdpa(ctx: DimContext, node: OpNode) -> None:
     ctx.same(v, -1, out, -1)
     ctx.role(q, -1, "cross")
     ctx.role(k, -2, "cross")
-    ctx.atoms.freeze_layout(
-        ctx.atoms.expand(ctx.L(q, -1)),
+    ctx.freeze_dim(
+        q,
+        -1,
         "attention head_dim (q.k scores); whole heads are pruned instead",
     )
     mask = node.args[3] if len(node.args) > 3 else node.kwargs.get("attn_mask")
@@ -431,8 +441,7 @@ def _fused_attention(ctx: DimContext, node: OpNode) -> None:
 def _batch_norm(ctx: DimContext, node: OpNode) -> None:
     x = node.args[0]
     out = node.outputs[0]
-    for d in range(len(ctx.shape(x))):
-        ctx.same(x, d, out, d)
+    ctx.identity(x, out)
     for p in node.args[1:5]:
         if isinstance(p, TensorRef) and ctx.shape(p) == (ctx.shape(x)[1],):
             ctx.unify(ctx.L(p, 0), ctx.L(x, 1))
@@ -468,8 +477,7 @@ def _group_norm(ctx: DimContext, node: OpNode) -> None:
 def _softmax(ctx: DimContext, node: OpNode) -> None:
     x, dim = node.args[0], int(node.args[1])
     out = node.outputs[0]
-    for d in range(len(ctx.shape(x))):
-        ctx.same(x, d, out, d)
+    ctx.identity(x, out)
     ctx.role(x, dim, "cross")
 
 
@@ -694,7 +702,7 @@ def _split(ctx: DimContext, node: OpNode) -> None:
             ctx.unify(ctx.L(node.outputs[0], dim), ctx.L(o, dim))
     elif packet is not aten.unbind:
         reason = f"split into fixed unequal sizes {sizes} in '{node.module}'"
-        ctx.atoms.freeze_layout(ctx.atoms.expand(ctx.L(x, dim)), reason)
+        ctx.freeze_dim(x, dim, reason)
 
 
 @register_rule(aten.slice)
@@ -712,10 +720,8 @@ def _slice(ctx: DimContext, node: OpNode) -> None:
         if d != dim:
             ctx.same(x, d, out, d)
     if step != 1:
-        ctx.atoms.freeze_layout(
-            ctx.atoms.expand(ctx.L(x, dim)), f"strided slice in '{node.module}'"
-        )
-        ctx.atoms.freeze_layout(ctx.atoms.expand(ctx.L(out, dim)), "strided slice")
+        ctx.freeze_dim(x, dim, f"strided slice in '{node.module}'")
+        ctx.freeze_dim(out, dim, "strided slice")
         return
     parts: Layout = []
     if start:
@@ -761,7 +767,7 @@ def _index(ctx: DimContext, node: OpNode) -> None:
         return
     idx_rank = max(len(ctx.shape(indices[i])) for i in used)
     for d in used:
-        ctx.atoms.freeze_layout(ctx.atoms.expand(ctx.L(x, d)), "indexed dimension")
+        ctx.freeze_dim(x, d, "indexed dimension")
     for d in range(len(used), nd):
         ctx.same(x, d, out, idx_rank + d - len(used))
 
@@ -777,8 +783,8 @@ def _index_select(ctx: DimContext, node: OpNode) -> None:
             ctx.same(x, d, out, d)
     # A gather along a dim (e.g. a fixed channel permutation): its positions are constants.
     reason = f"index_select with a fixed index in '{node.module}'"
-    ctx.atoms.freeze_layout(ctx.atoms.expand(ctx.L(x, dim)), reason)
-    ctx.atoms.freeze_layout(ctx.atoms.expand(ctx.L(out, dim)), reason)
+    ctx.freeze_dim(x, dim, reason)
+    ctx.freeze_dim(out, dim, reason)
 
 
 @register_rule(aten.embedding)
@@ -795,8 +801,7 @@ def _as_strided(ctx: DimContext, node: OpNode) -> None:
     x, out = node.args[0], node.outputs[0]
     if ctx.shape(x) == ctx.shape(out) and node.op.overloadpacket is aten.as_strided_:
         # ATen kernels restride a fresh output to a memory format before writing it.
-        for d in range(len(ctx.shape(x))):
-            ctx.same(x, d, out, d)
+        ctx.identity(x, out)
     else:
         ctx.freeze_node(node, "as_strided reinterprets memory")
 
@@ -818,6 +823,6 @@ def _spatial_shift(ctx: DimContext, node: OpNode) -> None:
         moved = {int(d) % nd for d in node.args[1]}
     for d in range(nd):
         if d in moved:
-            ctx.atoms.freeze_layout(ctx.atoms.expand(ctx.L(x, d)), f"{node.name} moves it")
+            ctx.freeze_dim(x, d, f"{node.name} moves it")
         else:
             ctx.same(x, d, out, d)

@@ -135,6 +135,16 @@ class OneShot(PruningSchedule):
         super().__init__(model, [(_check_count("at", at, 0), sparsity)], **options)
 
 
+def _ramp(steps: int, every: int, start: int, initial: float) -> tuple[int, int, int, float]:
+    """Validated ``(steps, every, start, initial)`` of a multi-step schedule."""
+    return (
+        _check_count("steps", steps, 1),
+        _check_count("every", every, 1),
+        _check_count("start", start, 0),
+        check_fraction("initial", initial),
+    )
+
+
 class Iterative(PruningSchedule):
     """``steps`` equal increments from ``initial`` to ``sparsity``, one every ``every`` steps.
 
@@ -152,9 +162,7 @@ class Iterative(PruningSchedule):
         initial: float = 0.0,
         **options: Any,
     ):
-        n = _check_count("steps", steps, 1)
-        dt, t0 = _check_count("every", every, 1), _check_count("start", start, 0)
-        s_i = check_fraction("initial", initial)
+        n, dt, t0, s_i = _ramp(steps, every, start, initial)
         events = [(t0 + (k - 1) * dt, _blend(s_i, sparsity, k / n)) for k in range(1, n + 1)]
         super().__init__(model, events, **options)
 
@@ -178,9 +186,7 @@ class AGP(PruningSchedule):
         initial: float = 0.0,
         **options: Any,
     ):
-        n = _check_count("steps", steps, 1)
-        dt, t0 = _check_count("every", every, 1), _check_count("start", start, 0)
-        s_i = check_fraction("initial", initial)
+        n, dt, t0, s_i = _ramp(steps, every, start, initial)
         events = []
         for k in range(n + 1):
             r = 1.0 - (1.0 - k / n) ** 3  # the AGP ramp as a fraction of (s_f - s_i)
