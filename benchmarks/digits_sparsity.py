@@ -18,9 +18,9 @@ import time
 import torch
 from torch import nn
 
-from slimtorch.prune.schedule import AGP
-from slimtorch.prune.weights import prune_weights_
-from slimtorch.prune.weights_stats import sparsity
+from slimtorch.prune.weights.schedule import AGP
+from slimtorch.prune.weights.api import prune_weights_
+from slimtorch.prune.weights.stats import sparsity
 from slimtorch.report.table import format_table
 
 OPTIONS = dict(scope="global", criterion="lamp")

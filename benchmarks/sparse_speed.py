@@ -3,7 +3,7 @@
 For each layer, sparsity (unstructured, magnitude), batch size and thread count, the dense
 kernel (MKL / oneDNN) and PyTorch's sparse kernels run interleaved on the same pruned weight:
 CSR (``torch.sparse.mm``; convolutions as ``F.unfold`` + CSR matmul, as
-``slimtorch.prune.sparse_infer.SparseConv2d`` does) and COO. Medians after warm-up; one
+``slimtorch.prune.weights.sparse_infer.SparseConv2d`` does) and COO. Medians after warm-up; one
 table; the last column says which kernel to use. Semi-structured 2:4
 (``torch.sparse.to_sparse_semi_structured``) is probed and reported: it needs CUDA.
 
@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from slimtorch.measure.latency import fixed_threads
-from slimtorch.prune.sparse_infer import SparseConv2d, SparseLinear
-from slimtorch.prune.weights import make_permanent_, prune_weights_
+from slimtorch.prune.weights.sparse_infer import SparseConv2d, SparseLinear
+from slimtorch.prune.weights.api import make_permanent_, prune_weights_
 from slimtorch.report.table import format_table
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")

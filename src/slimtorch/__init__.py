@@ -13,6 +13,7 @@ from .convert import (
     dilate_to_restore,
     register_conversion,
 )
+from .edit import register_surgery
 from .errors import (
     ConfigError,
     ConvertError,
@@ -31,19 +32,31 @@ from .io.slim import load, save
 from .io.spec import load_model
 from .measure.analyze import LayerRow, ModelReport, analyze
 from .measure.latency import Comparison, LatencyStats, benchmark, compare
-from .prune.channels import PruneResult, prune_channels
-from .prune.importance import register_importance
-from .prune.options import simd_channels
-from .prune.regularize import regularizer
-from .prune.schedule import AGP, Iterative, OneShot, PruningSchedule
-from .prune.sensitivity import SensitivityResult, sensitivity
-from .prune.sparse_infer import SparsifyResult, sparsify_for_inference
-from .prune.surgery import register_surgery
-from .prune.weights import make_permanent_, prune_weights_
-from .prune.weights_layers import register_prunable
-from .prune.weights_masks import register_weight_criterion
-from .prune.weights_options import WeightOptions
-from .prune.weights_stats import SparsityReport, sparsity, zeroed_channels
+from .prune.channels import (
+    PruneResult,
+    prune_channels,
+    register_importance,
+    regularizer,
+    simd_channels,
+)
+from .prune.weights import (
+    AGP,
+    Iterative,
+    OneShot,
+    PruningSchedule,
+    SensitivityResult,
+    SparsifyResult,
+    SparsityReport,
+    WeightOptions,
+    make_permanent_,
+    prune_weights_,
+    register_prunable,
+    register_weight_criterion,
+    sensitivity,
+    sparsify_for_inference,
+    sparsity,
+    zeroed_channels,
+)
 
 __version__ = "0.1.0"
 

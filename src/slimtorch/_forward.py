@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ConfigError, ForwardError, InputError
+from ._validate import check_int
+from .errors import ForwardError, InputError
 
 Inputs = torch.Tensor | Sequence[Any] | Mapping[str, Any]
 
@@ -51,12 +52,9 @@ def check_threads(threads: int | None) -> int:
     """Returns a valid thread count; ``None`` means all threads torch uses now."""
     if threads is None:
         return torch.get_num_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(
-            f"threads={threads!r} is invalid; use an integer >= 1 (1 stands for a single-core "
-            "low-power device) or None for all cores."
-        )
-    return threads
+    return check_int(
+        "threads", threads, hint="1 stands for a single-core low-power device, None for all cores"
+    )
 
 
 @contextlib.contextmanager

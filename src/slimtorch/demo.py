@@ -7,7 +7,7 @@ import torch
 from .io.spec import load_model
 from .measure.analyze import analyze
 from .measure.latency import compare
-from .prune.channels import prune_channels
+from .prune.channels.api import prune_channels
 
 __all__ = ["run_demo"]
 

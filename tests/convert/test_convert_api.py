@@ -9,7 +9,7 @@ from torch.testing import assert_close
 
 import slimtorch as st
 from slimtorch.convert import conversion_kinds, convert
-from slimtorch.io.plan import edits_of, replace_module
+from slimtorch.edit import edits_of, replace_module_
 from slimtorch.nn import build_module
 
 KINDS = [
@@ -38,7 +38,7 @@ def test_edits_rebuild_the_converted_model(trained, calib, kind, options):
     assert len(edits) >= len(result.layers) > 0
     fresh = copy.deepcopy(trained)
     for edit in edits:
-        replace_module(fresh, edit["module"], build_module(edit["type"], edit["config"]))
+        replace_module_(fresh, edit["module"], build_module(edit["type"], edit["config"]))
     fresh.load_state_dict(result.model.state_dict())
     with torch.no_grad():
         assert_close(fresh.eval()(calib), result.model(calib))

@@ -9,7 +9,7 @@ from torch.testing import assert_close
 import slimtorch as st
 from slimtorch.convert import dilate_to_restore
 from slimtorch.errors import ConvertError
-from slimtorch.io.plan import edits_of
+from slimtorch.edit import edits_of
 
 
 def test_sequential_retained_positions_are_exact():

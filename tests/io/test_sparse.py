@@ -116,7 +116,7 @@ def test_damaged_parts_raise_format_error():
 def test_sparse_resnet50_slim_file_is_a_quarter(tmp_path):
     slim = pytest.importorskip("slimtorch.io.slim", reason="slimtorch.io.slim not written yet")
     from slimtorch.io.spec import load_model
-    from slimtorch.prune.weights import make_permanent_, prune_weights_
+    from slimtorch.prune.weights.api import make_permanent_, prune_weights_
 
     model = load_model("torchvision:resnet50").eval()
     dense_path, sparse_path = tmp_path / "dense.slim", tmp_path / "sparse.slim"

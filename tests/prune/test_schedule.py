@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from slimtorch.errors import ConfigError, PruneError
-from slimtorch.prune.schedule import AGP, Iterative, OneShot, agp_sparsity
-from slimtorch.prune.weights_stats import sparsity
+from slimtorch.prune.weights.schedule import AGP, Iterative, OneShot, agp_sparsity
+from slimtorch.prune.weights.stats import sparsity
 
 
 @pytest.fixture(scope="module", autouse=True)

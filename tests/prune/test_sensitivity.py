@@ -8,9 +8,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from slimtorch.errors import ConfigError, PruneError
-from slimtorch.prune.sensitivity import SensitivityResult, sensitivity
-from slimtorch.prune.weights import prune_weights_
-from slimtorch.prune.weights_stats import sparsity
+from slimtorch.prune.weights.sensitivity import SensitivityResult, sensitivity
+from slimtorch.prune.weights.api import prune_weights_
+from slimtorch.prune.weights.stats import sparsity
 
 
 @pytest.fixture(scope="module", autouse=True)

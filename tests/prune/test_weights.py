@@ -1,5 +1,6 @@
 """prune_weights_: achieved sparsity, patterns, composition, masks through training and I/O."""
 
+import json
 import io
 import math
 
@@ -9,11 +10,11 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from slimtorch.errors import ConfigError, PruneError
-from slimtorch.prune.weights import make_permanent_, prune_weights_
-from slimtorch.prune.weights_layers import WeightMask
-from slimtorch.prune.weights_masks import global_keep, lamp_scores, layer_keep
-from slimtorch.prune.weights_options import WeightOptions
-from slimtorch.prune.weights_stats import sparsity, zeroed_channels
+from slimtorch.prune.weights.api import make_permanent_, prune_weights_
+from slimtorch.edit.masks import WeightMask
+from slimtorch.prune.weights.criteria import global_keep, lamp_scores, layer_keep
+from slimtorch.prune.weights.options import WeightOptions
+from slimtorch.prune.weights.stats import sparsity, zeroed_channels
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -358,6 +359,6 @@ def test_tied_weights_are_refused():
 
 def test_options_round_trip_as_json():
     opts = WeightOptions(sparsity={"fc": 0.5}, ignore=["head"])
-    assert WeightOptions(**opts.to_dict()) == opts
+    assert WeightOptions.from_dict(json.loads(json.dumps(opts.to_dict()))) == opts
     assert opts.replace(sparsity=0.3).target == 0.3
     assert WeightOptions(pattern="1:4").target == 0.75

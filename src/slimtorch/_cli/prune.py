@@ -10,8 +10,8 @@ import torch
 from ..io.slim import save
 from ..io.spec import example_input, load_model
 from ..measure.latency import compare
-from ..prune.channels import prune_channels
-from ..prune.importance import IMPORTANCES
+from ..prune.channels.api import prune_channels
+from ..prune.channels.importance import IMPORTANCES
 from ._common import input_shape, thread_count
 
 

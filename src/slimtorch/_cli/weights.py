@@ -11,8 +11,8 @@ import torch
 
 from ..errors import ConfigError
 from ..io.spec import example_input, load_model
-from ..prune.weights import make_permanent_, prune_weights_
-from ..prune.weights_stats import sparsity
+from ..prune.weights.api import make_permanent_, prune_weights_
+from ..prune.weights.stats import sparsity
 from ..report.table import format_table, human
 from ._common import input_shape
 

@@ -3,7 +3,7 @@
 Data flow: copy the model -> trace it (when example inputs are given) -> pick the layers ->
 capture each layer's input -> build each rewrite (pure: new modules from old weights) ->
 measure it -> keep it (error budget, measured latency for ``layers="auto"``) -> swap the
-modules in with ``replace_module``, the one place that mutates, which records every edit.
+modules in with ``slimtorch.edit.replace_module_``, which records every edit.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from .._forward import Inputs, check_model, check_threads, eval_mode, run_forward
+from .._validate import check_number
+from ..edit.modules import replace_module_
 from ..errors import ConfigError, ConvertError
 from ..graph.trace import trace
-from ..io.plan import replace_module
 from ..measure.analyze import analyze
 from . import auto
-from .registry import LayerRewrite, get_conversion
+from .registry import Conversion, LayerRewrite, get_conversion
 from .result import ConvertedLayer, ConvertResult, SkippedLayer
 
 __all__ = ["capture_inputs", "convert", "relative_error"]
@@ -150,41 +151,16 @@ def convert(
     conversion = get_conversion(kind)
     opts = conversion.make_options(options)
     explicit = _check_layers(model, layers)
-    if max_error is not None and (isinstance(max_error, bool) or not max_error >= 0):
-        raise ConfigError(f"max_error={max_error!r} is invalid; use a number >= 0, e.g. 0.05.")
-    needs = {
-        f"kind {kind!r}": conversion.needs_inputs,
-        "layers='auto'": layers == "auto",
-        "max_error": max_error is not None,
-    }
-    missing = [what for what, need in needs.items() if need]
-    if example_inputs is None and missing:
-        raise ConfigError(
-            f"{' and '.join(missing)} need(s) example_inputs; pass e.g. "
-            "example_inputs=torch.randn(1, 3, 224, 224)."
-        )
-    thread_counts = sorted({check_threads(t) for t in threads}) if threads else None
-    thread_counts = thread_counts or auto.default_threads()
-    if (
-        isinstance(min_speedup, bool)
-        or not isinstance(min_speedup, int | float)
-        or min_speedup <= 0
-    ):
-        raise ConfigError(f"min_speedup={min_speedup!r} is invalid; use a number > 0, e.g. 1.05.")
+    thread_counts = _check_args(
+        conversion, kind, layers, example_inputs, max_error, min_speedup, threads
+    )
     work = copy.deepcopy(model)
     graph = trace(work, example_inputs) if example_inputs is not None else None
     names = explicit if explicit is not None else list(conversion.targets(work, graph))
     inputs = capture_inputs(work, example_inputs, names) if example_inputs is not None else {}
-
-    rewrites: list[LayerRewrite] = []
-    skipped: list[SkippedLayer] = []
-    for name in names:
-        try:
-            rewrites.append(conversion.rewrite(work, name, opts, graph, inputs.get(name)))
-        except ConvertError as exc:
-            if explicit is not None:
-                raise
-            skipped.append(SkippedLayer(name, str(exc)))
+    rewrites, skipped = _rewrites(
+        conversion, work, names, opts, graph, inputs, explicit is not None
+    )
     missing_inputs = [rw.name for rw in rewrites if rw.name not in inputs]
     if example_inputs is not None and missing_inputs:
         inputs |= capture_inputs(work, example_inputs, missing_inputs)
@@ -206,9 +182,10 @@ def convert(
         for rw, latency in faster:
             rows[rw.name] = dataclasses.replace(rows[rw.name], latency_ms=latency)
 
+    why = {"by": "convert", "kind": kind, "options": opts.to_dict()}
     for rw in kept:
         for name, new in rw.replacements.items():
-            replace_module(work, name, new)
+            replace_module_(work, name, new, why=why)
     output_error = None
     if example_inputs is not None:
         with eval_mode(model), eval_mode(work), torch.no_grad():
@@ -224,3 +201,54 @@ def convert(
         skipped=sorted(skipped, key=lambda s: order.get(s.name, 0)),
         output_error=output_error,
     )
+
+
+def _check_args(
+    conversion: Conversion,
+    kind: str,
+    layers: Layers,
+    example_inputs: Inputs | None,
+    max_error: float | None,
+    min_speedup: float,
+    threads: Sequence[int] | None,
+) -> list[int]:
+    """Validates the arguments that do not belong to the kind; returns the thread counts."""
+    if max_error is not None:
+        check_number("max_error", max_error, low=0, hint="e.g. 0.05")
+    check_number("min_speedup", min_speedup, low=0, low_open=True, hint="e.g. 1.05")
+    needs = {
+        f"kind {kind!r}": conversion.needs_inputs,
+        "layers='auto'": layers == "auto",
+        "max_error": max_error is not None,
+    }
+    missing = [what for what, need in needs.items() if need]
+    if example_inputs is None and missing:
+        raise ConfigError(
+            f"{' and '.join(missing)} need(s) example_inputs; pass e.g. "
+            "example_inputs=torch.randn(1, 3, 224, 224)."
+        )
+    thread_counts = sorted({check_threads(t) for t in threads}) if threads else None
+    return thread_counts or auto.default_threads()
+
+
+def _rewrites(
+    conversion: Conversion,
+    work: nn.Module,
+    names: list[str],
+    opts: Any,
+    graph: Any,
+    inputs: dict[str, Any],
+    explicit: bool,
+) -> tuple[list[LayerRewrite], list[SkippedLayer]]:
+    """Each named layer's rewrite; layers that cannot take it are skipped (or, when the
+    user named them, the error is raised)."""
+    rewrites: list[LayerRewrite] = []
+    skipped: list[SkippedLayer] = []
+    for name in names:
+        try:
+            rewrites.append(conversion.rewrite(work, name, opts, graph, inputs.get(name)))
+        except ConvertError as exc:
+            if explicit:
+                raise
+            skipped.append(SkippedLayer(name, str(exc)))
+    return rewrites, skipped

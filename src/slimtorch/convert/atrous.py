@@ -19,9 +19,10 @@ import torch
 from torch import nn
 
 from .._forward import Inputs, check_model, eval_mode, run_forward
+from .._validate import check_int
+from ..edit.modules import replace_module_
 from ..errors import ConfigError, ConvertError, ForwardError
 from ..graph.trace import trace
-from ..io.plan import replace_module
 from ..nn._registry import build_module, module_config
 from .api import _check_layers
 
@@ -141,8 +142,7 @@ def dilate_to_restore(
                 f"layers {names} have strides {sorted(strides)}; pass factor= explicitly."
             )
         factor = next(iter(strides))[0]
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
-        raise ConfigError(f"factor={factor!r} is invalid; use an integer >= 2.")
+    check_int("factor", factor, low=2)
     for name in names:
         if any(s % factor for s in _stride(modules[name])):
             raise ConfigError(
@@ -176,7 +176,7 @@ def dilate_to_restore(
         except ConvertError as exc:
             raise ConvertError(f"cannot dilate {name!r}: {exc}") from exc
     for name, module in new.items():
-        replace_module(work, name, module)
+        replace_module_(work, name, module)
     try:
         with eval_mode(work), torch.no_grad():
             run_forward(work, example_inputs)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .._options import Options
 from ..errors import ConfigError, ConvertError
 from ..nn.separable import DEPTHWISE_IMPLS, DepthwiseSeparableConv2d
 from ._patches import conv_patches
@@ -32,7 +33,7 @@ __all__ = ["DepthwiseSeparable", "DepthwiseSeparableOptions"]
 
 
 @dataclass(frozen=True)
-class DepthwiseSeparableOptions:
+class DepthwiseSeparableOptions(Options):
     """Options of ``depthwise_separable``.
 
     Attributes:

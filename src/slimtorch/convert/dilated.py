@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .._options import Options
+from .._validate import check_int, check_number
 from ..errors import ConfigError, ConvertError
 from ._patches import conv_patches
 from .registry import Conversion, LayerRewrite, register_conversion
@@ -30,7 +32,7 @@ FITS = ("auto", "data", "kernel")
 
 
 @dataclass(frozen=True)
-class DilatedOptions:
+class DilatedOptions(Options):
     """Options of ``dilated``.
 
     Attributes:
@@ -47,12 +49,8 @@ class DilatedOptions:
     def __post_init__(self) -> None:
         if self.fit not in FITS:
             raise ConfigError(f"fit={self.fit!r} is unknown; use one of {FITS}.")
-        if not isinstance(self.ridge, int | float) or self.ridge < 0:
-            raise ConfigError(f"ridge={self.ridge!r} is invalid; use a number >= 0.")
-        if isinstance(self.max_positions, bool) or not isinstance(self.max_positions, int):
-            raise ConfigError(f"max_positions={self.max_positions!r} is invalid; use an int.")
-        if self.max_positions < 1:
-            raise ConfigError(f"max_positions={self.max_positions} is invalid; use >= 1.")
+        check_number("ridge", self.ridge, low=0)
+        check_int("max_positions", self.max_positions)
 
 
 @register_conversion

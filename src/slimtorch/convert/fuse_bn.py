@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._options import Options
 from ..errors import ConvertError
 from ..graph.trace import ModelGraph, TensorRef
 from ..nn._registry import build_module, module_config, module_type_name
@@ -61,7 +62,7 @@ def _rebuild_with_bias(module: nn.Module, weight: torch.Tensor, bias: torch.Tens
 
 
 @dataclass(frozen=True)
-class FuseBNOptions:
+class FuseBNOptions(Options):
     """``fuse_bn`` has no options."""
 
 

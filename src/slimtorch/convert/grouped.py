@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .._options import Options
+from .._validate import check_int
 from ..errors import ConfigError, ConvertError
 from ..nn.blocks import GroupedConv2d, valid_groups
 from ._patches import conv_patches
@@ -30,7 +32,7 @@ __all__ = ["Grouped", "GroupedOptions"]
 
 
 @dataclass(frozen=True)
-class GroupedOptions:
+class GroupedOptions(Options):
     """Options of ``grouped``.
 
     Attributes:
@@ -42,8 +44,7 @@ class GroupedOptions:
     permute: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 2:
-            raise ConfigError(f"groups={self.groups!r} is invalid; use an integer >= 2.")
+        check_int("groups", self.groups, low=2)
         if not isinstance(self.permute, bool):
             raise ConfigError(f"permute={self.permute!r} is invalid; use True or False.")
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .._options import Options
 from ..errors import ConfigError, ConvertError
 from ..nn.lowrank import LowRankLinear, TuckerConv2d
 from .factorize import (
@@ -42,7 +43,7 @@ FITS = ("weight", "data")
 
 
 @dataclass(frozen=True)
-class LowRankOptions:
+class LowRankOptions(Options):
     """Options of ``low_rank``: give exactly one of ``rank`` and ``energy``.
 
     Attributes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._validate import check_number, is_number
 from ..errors import ConfigError
 from .factorize import rank_for_ratio
 
@@ -20,7 +21,7 @@ def check_rank(value: Any, name: str = "rank") -> None:
     """Raises ``ConfigError`` unless ``value`` is an int >= 1, a float in (0, 1] or "full"."""
     if value == "full" and isinstance(value, str):
         return
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+    if is_number(value) and isinstance(value, int) and value >= 1:
         return
     if isinstance(value, float) and 0.0 < value <= 1.0:
         return
@@ -32,8 +33,7 @@ def check_rank(value: Any, name: str = "rank") -> None:
 
 def check_fraction(value: Any, name: str) -> None:
     """Raises ``ConfigError`` unless ``value`` is a float in (0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value <= 1.0:
-        raise ConfigError(f"{name}={value!r} is invalid; use a number in (0, 1], e.g. 0.9.")
+    check_number(name, value, low=0, low_open=True, high=1, hint="e.g. 0.9")
 
 
 def resolve_rank(spec: RankSpec, full: int, layer: str, what: str) -> int:

@@ -22,8 +22,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from ..edit import densified, edits_of, remove_masks_, replay_, set_meta
 from ..errors import ConfigError, FormatError, ModelSpecError
-from .plan import edits_of, record_edit, replace_module
 from .sparse import pack, unpack
 from .spec import ensure_spec, load_model, set_spec, spec_of
 
@@ -35,14 +35,12 @@ _SAFE_SOURCES = ("torchvision:", "timm:", "hf:")
 
 
 def _plain(model: nn.Module) -> nn.Module:
-    """A copy without parametrizations (weight-pruning masks baked into the weights)."""
-    if not any(hasattr(m, "parametrizations") for m in model.modules()):
-        return model
-    from ..prune.weights import make_permanent_
-
-    model = copy.deepcopy(model)
-    make_permanent_(model)
-    return model
+    """The model as stored: masks baked into the weights, sparse layers dense again (a copy
+    when anything had to change)."""
+    if any(hasattr(m, "parametrizations") for m in model.modules()):
+        model = copy.deepcopy(model)
+        remove_masks_(model)
+    return densified(model)
 
 
 def save(
@@ -181,7 +179,13 @@ def load(path: str | os.PathLike, *, trust_code: bool = False) -> nn.Module:
         model = load_model(name, **kwargs)
     except ModelSpecError as exc:
         raise FormatError(f"{str(path)!r}: cannot rebuild the model: {exc}") from exc
-    _replay(model, plan.get("edits", []), path)
+    edits = plan.get("edits", [])
+    if not isinstance(edits, list):
+        raise FormatError(f"{str(path)!r}: plan.json has an invalid edit list")
+    try:
+        replay_(model, edits, "structure")
+    except FormatError as exc:
+        raise FormatError(f"{str(path)!r}: {exc}") from exc
     try:
         tensors = st_load(weights)
     except Exception as exc:  # safetensors raises its own error types
@@ -207,23 +211,9 @@ def load(path: str | os.PathLike, *, trust_code: bool = False) -> nn.Module:
         raise FormatError(
             f"{str(path)!r}: the weights do not fit the rebuilt model ({str(exc)[:300]})"
         ) from exc
+    try:
+        replay_(model, edits, "after_weights")
+    except FormatError as exc:
+        raise FormatError(f"{str(path)!r}: {exc}") from exc
+    set_meta(model, "edits", copy.deepcopy(edits))
     return model.eval()
-
-
-def _replay(model: nn.Module, edits: list[Any], path: Path) -> None:
-    from ..nn._registry import build_module
-    from ..prune.surgery import apply_prune_edit_
-
-    for edit in edits:
-        op = edit.get("op") if isinstance(edit, dict) else None
-        if op == "replace":
-            new = build_module(str(edit["type"]), dict(edit["config"]))
-            try:
-                replace_module(model, str(edit["module"]), new)
-            except AttributeError as exc:
-                raise FormatError(f"{str(path)!r}: cannot replace {edit['module']!r}") from exc
-        elif op == "prune":
-            apply_prune_edit_(model, edit)
-            record_edit(model, edit)
-        else:
-            raise FormatError(f"{str(path)!r}: unknown edit {op!r} in plan.json")

@@ -15,22 +15,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..edit.log import get_meta, set_meta
 from ..errors import ModelSpecError
 
 __all__ = ["default_input_shape", "load_model", "set_spec", "spec_of"]
 
-_SPEC_ATTR = "_slimtorch_spec"
-
 
 def set_spec(model: nn.Module, spec: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
     """Records on the model how to rebuild it (kept through ``copy.deepcopy``)."""
-    object.__setattr__(model, _SPEC_ATTR, {"spec": spec, "kwargs": dict(kwargs or {})})
+    set_meta(model, "spec", {"spec": spec, "kwargs": dict(kwargs or {})})
     return model
 
 
 def spec_of(model: nn.Module) -> dict[str, Any] | None:
     """The ``{"spec": ..., "kwargs": ...}`` a model was built from, if known."""
-    return getattr(model, _SPEC_ATTR, None)
+    return get_meta(model, "spec")
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -191,11 +190,8 @@ def example_input(spec: str, model: nn.Module, shape: tuple[int, ...] | None) ->
     return torch.randn(*shape)
 
 
-_ORIGIN_ATTR = "_slimtorch_origin_shapes"
-
-
 def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
-    return getattr(model, _ORIGIN_ATTR, None) or {
+    return get_meta(model, "origin_shapes") or {
         k: tuple(v.shape) for k, v in model.state_dict().items()
     }
 
@@ -203,11 +199,11 @@ def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 def remember_origin(model: nn.Module) -> nn.Module:
     """Before a structural edit: keeps the original shapes so ``ensure_spec`` can still infer
     the architecture later (cheap; the search itself waits until a spec is needed)."""
-    if spec_of(model) is not None or hasattr(model, _ORIGIN_ATTR):
+    if spec_of(model) is not None or get_meta(model, "origin_shapes") is not None:
         return model
     if type(model).__module__.startswith("transformers."):
         return ensure_spec(model)  # cheap, and the config is about to change
-    object.__setattr__(model, _ORIGIN_ATTR, _shapes(model))
+    set_meta(model, "origin_shapes", _shapes(model))
     return model
 
 

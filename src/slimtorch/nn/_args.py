@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._validate import check_int
 from ..errors import ConfigError
 
 __all__ = ["check_positive", "json_pair", "pair"]
@@ -30,5 +31,4 @@ def json_pair(value: Any) -> Any:
 def check_positive(**values: int) -> None:
     """Raises ``ConfigError`` naming the first value that is not an int >= 1."""
     for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{name}={v!r} is invalid; use an integer >= 1.")
+        check_int(name, v)

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._forward import check_model
-from ..errors import ConfigError
-from ..report.table import format_table, human
-from .weights_layers import prunable_layers
-from .weights_options import suggest
+from ..._forward import check_model
+from ...errors import ConfigError
+from ...report.table import format_table, human
+from .layers import prunable_layers
+from .options import suggest
 
 __all__ = ["LayerSparsity", "SparsityReport", "sparsity", "zeroed_channels"]
 

@@ -15,12 +15,13 @@ from typing import Any
 
 from torch import nn
 
-from .._forward import check_model
-from ..errors import ConfigError, PruneError
-from ..report.table import format_table, human
-from .weights import prune_weights_, selected_layers
-from .weights_layers import prunable_layers
-from .weights_options import WeightOptions, check_fraction, suggest
+from ..._forward import check_model
+from ..._validate import check_number
+from ...errors import ConfigError, PruneError
+from ...report.table import format_table, human
+from .api import prune_weights_, selected_layers
+from .layers import prunable_layers
+from .options import WeightOptions, check_fraction, suggest
 
 __all__ = ["SensitivityResult", "sensitivity"]
 
@@ -85,8 +86,7 @@ class SensitivityResult:
             >>> prune_weights_(model, sparsity=ratios)
         """
         check_fraction("target", target)
-        if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance < 0:
-            raise ConfigError(f"tolerance={tolerance!r} is invalid; use a metric drop >= 0.")
+        check_number("tolerance", tolerance, low=0, hint="the metric drop you accept")
         cap = max(self.sparsities)
         s_tol = {name: self.tolerated(name, tolerance) for name in self.metrics}
         total = sum(self.sizes[n] for n in s_tol)

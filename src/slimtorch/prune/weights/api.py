@@ -1,8 +1,9 @@
 """``prune_weights_``: zero weights in place behind masks that survive training.
 
-Pipeline: options -> prunable layers -> unit scores (pure, ``weights_masks``) -> keep masks ->
-``attach_mask_`` (the one place modules change). Every request is validated on every layer
-before the first mask is attached, so a bad request leaves the model as it was.
+Pipeline: options -> prunable layers -> unit scores (pure, ``criteria``) -> keep masks ->
+``slimtorch.edit.masks.attach_mask_`` (the edit layer changes the modules). Every request is
+validated on every layer before the first mask is attached, so a bad request leaves the model
+as it was.
 """
 
 from __future__ import annotations
@@ -12,17 +13,12 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from .._forward import check_model
-from ..errors import ConfigError, PruneError
-from .options import check_module_names
-from .weights_layers import (
-    attach_mask_,
-    check_unshared,
-    mask_of,
-    prunable_layers,
-    remove_mask_,
-)
-from .weights_masks import (
+from ..._forward import check_model
+from ...edit.log import record_edit
+from ...edit.masks import attach_mask_, mask_of, remove_masks_
+from ...errors import ConfigError, PruneError
+from ..channels.options import check_module_names
+from .criteria import (
     global_keep,
     layer_keep,
     nm_keep,
@@ -31,8 +27,9 @@ from .weights_masks import (
     unit_scores,
     units_to_mask,
 )
-from .weights_options import WeightOptions, suggest
-from .weights_stats import SparsityReport, layer_report
+from .layers import check_unshared, prunable_layers
+from .options import WeightOptions, suggest
+from .stats import SparsityReport, layer_report
 
 __all__ = ["make_permanent_", "prune_weights_", "selected_layers"]
 
@@ -167,6 +164,8 @@ def prune_weights_(
     masks = compute_masks(layers, options)
     for name, (module, param) in layers.items():
         attach_mask_(module, param, masks[name])
+    # Masks change values, not the architecture; the entry records what produced them.
+    record_edit(model, {"op": "prune_weights", "options": options.to_dict()}, owned=True)
     if options.threshold is not None:
         return layer_report(model, layers)
     if options.per_layer:
@@ -191,10 +190,4 @@ def make_permanent_(model: nn.Module) -> list[str]:
         >>> make_permanent_(net)
         ['']
     """
-    done = []
-    for name, module in check_model(model).named_modules():
-        for param in list(getattr(module, "parametrizations", {}) or {}):
-            if mask_of(module, param) is not None:
-                remove_mask_(module, param)
-                done.append(name)
-    return done
+    return remove_masks_(check_model(model))

@@ -22,11 +22,12 @@ from typing import Any
 
 from torch import nn
 
-from .._forward import check_model
-from ..errors import ConfigError
-from .weights import prune_weights_, selected_layers
-from .weights_options import WeightOptions, check_fraction
-from .weights_stats import SparsityReport
+from ..._forward import check_model
+from ..._validate import check_int
+from ...errors import ConfigError
+from .api import prune_weights_, selected_layers
+from .options import WeightOptions, check_fraction
+from .stats import SparsityReport
 
 __all__ = ["AGP", "Iterative", "OneShot", "PruningSchedule", "agp_sparsity"]
 
@@ -53,9 +54,7 @@ def _blend(initial: float, final: Target, r: float) -> Target:
 
 
 def _check_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name}={value!r} is invalid; use an integer >= {minimum}.")
-    return value
+    return check_int(name, value, low=minimum)
 
 
 class PruningSchedule:

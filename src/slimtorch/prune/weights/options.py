@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..._options import Options
+from ..._validate import check_fraction as _check_fraction
+from ..._validate import check_number, suggest
+from ...errors import ConfigError
 
 __all__ = ["DEFAULT_SPARSITY", "Pattern", "WeightOptions", "parse_pattern"]
 
@@ -64,24 +67,13 @@ def parse_pattern(text: str) -> Pattern:
     return Pattern("nm", n, m)
 
 
-def suggest(name: str, choices: Iterable[str]) -> str:
-    """`` (did you mean a, b?)`` for close matches, or an empty string."""
-    close = difflib.get_close_matches(str(name), list(choices), n=3, cutoff=0.5)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
-
-
 def check_fraction(name: str, value: Any, what: str = "fraction of weights to zero") -> float:
     """Returns ``value`` as a float in [0, 1], or raises ConfigError naming it."""
-    ok = not isinstance(value, bool) and isinstance(value, int | float) and 0 <= value <= 1
-    if not ok or math.isnan(value):
-        raise ConfigError(
-            f"{name}={value!r} is outside [0, 1]; it is the {what}, e.g. 0.9 zeros 90%."
-        )
-    return float(value)
+    return _check_fraction(name, value, what)
 
 
 @dataclass(frozen=True)
-class WeightOptions:
+class WeightOptions(Options):
     """What ``prune_weights_`` zeros and how it ranks weights.
 
     Attributes:
@@ -108,7 +100,7 @@ class WeightOptions:
     per_layer: Mapping[str, float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from .weights_masks import WEIGHT_CRITERIA
+        from .criteria import WEIGHT_CRITERIA
 
         pat = parse_pattern(self.pattern)
         if isinstance(self.ignore, str):
@@ -151,11 +143,7 @@ class WeightOptions:
 
     def _check_threshold(self, pat: Pattern) -> None:
         t = self.threshold
-        if isinstance(t, bool) or not isinstance(t, int | float) or not t >= 0:
-            raise ConfigError(
-                f"threshold={t!r} is invalid; give a magnitude >= 0 (weights with |w| below it "
-                "are zeroed)."
-            )
+        check_number("threshold", t, low=0, hint="weights with |w| below it are zeroed")
         if self.sparsity is not None:
             raise ConfigError(
                 f"both threshold={t!r} and sparsity={self.sparsity!r} were given; pass one of them."
@@ -183,17 +171,6 @@ class WeightOptions:
 
     def replace(self, **changes: Any) -> WeightOptions:
         """A copy with some fields changed (validated again)."""
-        fields = {k: getattr(self, k) for k in self.to_dict()} | changes
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        fields |= changes
         return WeightOptions(**fields)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serializable fields, e.g. for a recipe or a plan."""
-        sparsity = dict(self.sparsity) if isinstance(self.sparsity, Mapping) else self.sparsity
-        return {
-            "sparsity": sparsity,
-            "scope": self.scope,
-            "criterion": self.criterion,
-            "pattern": self.pattern,
-            "ignore": list(self.ignore),
-            "threshold": self.threshold,
-        }

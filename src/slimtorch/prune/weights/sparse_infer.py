@@ -14,20 +14,18 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from .._forward import Inputs, check_model, check_threads, run_forward
-from ..errors import ConfigError
-from ..measure.latency import fixed_threads
-from ..report.table import format_table
-from .weights import make_permanent_
-from .weights_layers import prunable_layers
+from ..._forward import Inputs, check_model, check_threads, run_forward
+from ...edit.sparse import sparsify_module_
+from ...measure.latency import fixed_threads
+from ...nn.sparse import SPARSE_DTYPES, SPARSE_KINDS, SparseConv2d, SparseLinear, conv_unsupported
+from ...report.table import format_table
+from .api import make_permanent_
+from .layers import prunable_layers
 
 __all__ = [
     "LayerTiming",
@@ -36,103 +34,6 @@ __all__ = [
     "SparsifyResult",
     "sparsify_for_inference",
 ]
-
-_FLOATS = (torch.float32, torch.float64)
-
-
-def _csr(weight: torch.Tensor) -> torch.Tensor:
-    with warnings.catch_warnings():  # "CSR support is in beta": known, and why we measure
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return weight.detach().to_sparse_csr()
-
-
-class SparseLinear(nn.Module):
-    """``nn.Linear`` with its weight stored as a CSR matrix, for inference.
-
-    ``y = x Wᵀ + b`` is computed as ``(W xᵀ)ᵀ`` with ``torch.sparse.mm``. No autograd use is
-    intended (the weight is a buffer).
-
-    Args:
-        weight: dense ``[out, in]`` weight (converted to CSR).
-        bias: ``[out]`` or None.
-
-    Example:
-        >>> lin = torch.nn.Linear(64, 32)
-        >>> y = SparseLinear.from_dense(lin)(torch.randn(4, 64))   # [4, 32]
-    """
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-        super().__init__()
-        self.out_features, self.in_features = weight.shape
-        self.register_buffer("weight", _csr(weight))
-        self.register_buffer("bias", None if bias is None else bias.detach().clone())
-
-    @classmethod
-    def from_dense(cls, linear: nn.Linear) -> SparseLinear:
-        return cls(linear.weight, linear.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        cols = x.reshape(-1, self.in_features).t().contiguous()  # [in, N]
-        y = torch.sparse.mm(self.weight, cols).t()  # [N, out]
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*lead, self.out_features)
-
-    def extra_repr(self) -> str:
-        nnz = self.weight.values().numel()
-        return f"in_features={self.in_features}, out_features={self.out_features}, nnz={nnz}"
-
-
-class SparseConv2d(nn.Module):
-    """``nn.Conv2d`` (groups=1, zero padding) as im2col (``F.unfold``) + CSR matmul.
-
-    Args:
-        conv: the dense convolution to copy.
-
-    Example:
-        >>> conv = torch.nn.Conv2d(8, 16, 3, padding=1)
-        >>> y = SparseConv2d(conv)(torch.randn(1, 8, 10, 10))   # [1, 16, 10, 10]
-    """
-
-    def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__()
-        reason = conv_unsupported(conv)
-        if reason:
-            raise ConfigError(f"SparseConv2d cannot replace {conv}: {reason}.")
-        self.out_channels = conv.out_channels
-        self.kernel_size, self.stride = conv.kernel_size, conv.stride
-        self.padding, self.dilation = conv.padding, conv.dilation
-        weight = conv.weight.detach().reshape(conv.out_channels, -1)
-        self.register_buffer("weight", _csr(weight))
-        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
-        length = cols.shape[-1]
-        cols = cols.transpose(0, 1).reshape(cols.shape[1], b * length)  # [C*kh*kw, B*L]
-        y = torch.sparse.mm(self.weight, cols).view(self.out_channels, b, length).transpose(0, 1)
-        if self.bias is not None:
-            y = y + self.bias[:, None]
-        oh = h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1
-        ow = w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1
-        return y.reshape(b, self.out_channels, oh // self.stride[0] + 1, ow // self.stride[1] + 1)
-
-
-def conv_unsupported(conv: nn.Conv2d) -> str:
-    """Why ``SparseConv2d`` cannot replace ``conv`` ('' when it can)."""
-    if conv.groups != 1:
-        return f"groups={conv.groups} (only 1 is supported)"
-    if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
-        return f"padding={conv.padding!r}, padding_mode={conv.padding_mode!r} (need ints, zeros)"
-    return ""
-
-
-_SPARSE_KINDS: dict[type[nn.Module], Callable[[nn.Module], nn.Module]] = {
-    nn.Linear: SparseLinear.from_dense,
-    nn.Conv2d: SparseConv2d,
-}
 
 
 @dataclass(frozen=True)
@@ -278,25 +179,25 @@ def sparsify_for_inference(
                 switched=False,
             )
             note = ""
-            if type(module) not in _SPARSE_KINDS:
+            if SPARSE_KINDS.lookup(type(module)) is None:
                 note = f"no sparse kernel for {type(module).__name__}"
             elif name not in inputs:
                 note = "not called by example_inputs"
             elif s < min_sparsity:
                 note = f"below min_sparsity={min_sparsity}"
-            elif w.dtype not in _FLOATS:
+            elif w.dtype not in SPARSE_DTYPES:
                 note = f"{w.dtype} has no CPU sparse kernel"
             elif isinstance(module, nn.Conv2d) and conv_unsupported(module):
                 note = conv_unsupported(module)
             if note:
                 result.layers.append(LayerTiming(**row, note=note))
                 continue
-            sparse = _SPARSE_KINDS[type(module)](module)
+            sparse = SPARSE_KINDS.get(type(module))(module)
             x = inputs[name]
             d_ms, s_ms = _time_pair(module, sparse, x, warmup, repeats)
             switched = d_ms / s_ms >= min_speedup
             if switched and name:
-                work.set_submodule(name, sparse)
+                sparsify_module_(work, name, sparse)
             elif switched:  # the model is this one layer
                 result.model = sparse
             row.update(dense_ms=d_ms, sparse_ms=s_ms, switched=switched)

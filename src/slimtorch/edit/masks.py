@@ -1,9 +1,10 @@
-"""Which layers hold prunable weights, and the mask parametrization that zeros them.
+"""Weight masks: attach and detach the parametrization that zeros weights.
 
 The mask lives in ``torch.nn.utils.parametrize``: ``module.weight`` is computed as
-``original * mask`` on every access, so optimizer steps cannot revive a zeroed weight (its
-gradient is zero too) and the mask is a buffer that ``state_dict`` saves and loads.
-This module and ``make_permanent_`` are the only places that change modules.
+``where(mask, original, 0)`` on every access, so optimizer steps cannot revive a zeroed weight
+(its gradient is zero too) and the mask is a bool buffer that ``state_dict`` saves and loads.
+Masks change values, not the architecture: ``.slim`` files store the masked weights (packed
+as a bitmask plus non-zeros), so no edit has to be replayed for them.
 """
 
 from __future__ import annotations
@@ -17,35 +18,13 @@ from torch.nn.utils import parametrize
 from ..errors import PruneError
 
 __all__ = [
-    "PRUNABLE",
     "WeightMask",
     "attach_mask_",
     "mask_of",
-    "prunable_layers",
-    "register_prunable",
+    "masked_params",
+    "remove_mask_",
+    "remove_masks_",
 ]
-
-# Module type -> name of the weight whose layout is [out, in, *kernel].
-PRUNABLE: dict[type[nn.Module], str] = {
-    nn.Linear: "weight",
-    nn.Conv1d: "weight",
-    nn.Conv2d: "weight",
-    nn.Conv3d: "weight",
-}
-
-
-def register_prunable(cls: type[nn.Module], param: str = "weight") -> type[nn.Module]:
-    """Makes ``prune_weights_`` consider layers of type ``cls`` (and subclasses).
-
-    The parameter must be laid out ``[out, in, *kernel]``: rows are dim 0, columns and N:M
-    blocks run along dim 1. Returns ``cls``, so it also works as a class decorator.
-
-    Example:
-        >>> register_prunable(torch.nn.Bilinear)  # weight [out, in1, in2]
-        <class 'torch.nn.modules.linear.Bilinear'>
-    """
-    PRUNABLE[cls] = param
-    return cls
 
 
 class WeightMask(nn.Module):
@@ -67,13 +46,6 @@ class WeightMask(nn.Module):
         return f"kept={kept}/{self.mask.numel()}"
 
 
-def _param_name(module: nn.Module) -> str | None:
-    for cls in type(module).__mro__:
-        if cls in PRUNABLE:
-            return PRUNABLE[cls]
-    return None
-
-
 def mask_of(module: nn.Module, param: str = "weight") -> WeightMask | None:
     """The ``WeightMask`` parametrizing ``module.<param>``, or None."""
     if not parametrize.is_parametrized(module, param):
@@ -81,46 +53,11 @@ def mask_of(module: nn.Module, param: str = "weight") -> WeightMask | None:
     return next((p for p in module.parametrizations[param] if isinstance(p, WeightMask)), None)
 
 
-def _masked_params(module: nn.Module) -> Iterator[str]:
+def masked_params(module: nn.Module) -> Iterator[str]:
     if parametrize.is_parametrized(module):
         for name in module.parametrizations:
             if mask_of(module, name) is not None:
                 yield name
-
-
-def prunable_layers(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
-    """Layers whose weight ``prune_weights_`` may zero: ``{module name: (module, param)}``.
-
-    Registered types (Conv1d/2d/3d, Linear by default; see ``register_prunable``) and any
-    module already carrying a ``WeightMask``. Biases and normalization layers are not listed.
-
-    Example:
-        >>> list(prunable_layers(torch.nn.Sequential(torch.nn.Linear(2, 2))))
-        ['0']
-    """
-    out: dict[str, tuple[nn.Module, str]] = {}
-    for name, module in model.named_modules():
-        param = next(_masked_params(module), None) or _param_name(module)
-        if param is not None and isinstance(getattr(module, param, None), torch.Tensor):
-            out[name] = (module, param)
-    return out
-
-
-def check_unshared(layers: dict[str, tuple[nn.Module, str]]) -> None:
-    """Raises PruneError when two layers share one weight tensor (tied weights)."""
-    seen: dict[int, str] = {}
-    for name, (module, param) in layers.items():
-        tensor = (
-            module.parametrizations[param].original
-            if parametrize.is_parametrized(module, param)
-            else getattr(module, param)
-        )
-        if id(tensor) in seen:
-            raise PruneError(
-                f"layers {seen[id(tensor)]!r} and {name!r} share one weight tensor (tied "
-                f"weights); add one of them to ignore=[...] so it is masked once."
-            )
-        seen[id(tensor)] = name
 
 
 def attach_mask_(module: nn.Module, param: str, keep: torch.Tensor) -> None:
@@ -191,3 +128,18 @@ def _own_class_(module: nn.Module) -> None:
     skip = {"__dict__", "__weakref__"}
     attrs = {k: v for k, v in cls.__dict__.items() if k not in skip}
     module.__class__ = type(cls.__name__, cls.__bases__, attrs)
+
+
+def remove_masks_(model: nn.Module) -> list[str]:
+    """Removes every ``WeightMask`` of ``model``, leaving the zeros in plain weights.
+
+    Returns:
+        Names of the modules that had masks.
+    """
+    done = []
+    for name, module in model.named_modules():
+        for param in list(getattr(module, "parametrizations", {}) or {}):
+            if mask_of(module, param) is not None:
+                remove_mask_(module, param)
+                done.append(name)
+    return done

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..._options import Options
+from ..._validate import check_fraction, check_int, check_names, suggest
+from ...errors import ConfigError
 
 __all__ = ["ChannelOptions", "check_module_names", "simd_channels"]
 
@@ -29,7 +30,7 @@ SCOPES = ("local", "global")
 
 
 @dataclass(frozen=True)
-class ChannelOptions:
+class ChannelOptions(Options):
     """What ``prune_channels`` removes and how it ranks channels.
 
     Attributes:
@@ -70,45 +71,20 @@ class ChannelOptions:
         if self.importance not in IMPORTANCES:
             raise ConfigError(
                 f"unknown importance {self.importance!r}; choose one of {sorted(IMPORTANCES)}"
-                + _close(self.importance, IMPORTANCES)
+                + suggest(self.importance, IMPORTANCES)
             )
         if self.scope not in SCOPES:
             raise ConfigError(f"scope={self.scope!r} is invalid; use 'local' or 'global'.")
         if self.round_to == "auto":
             object.__setattr__(self, "round_to", simd_channels())
-        if self.round_to is not None and (
-            isinstance(self.round_to, bool)
-            or not isinstance(self.round_to, int)
-            or self.round_to < 1
-        ):
-            raise ConfigError(
-                f"round_to={self.round_to!r} is invalid; use a positive integer, 'auto' or None."
-            )
+        if self.round_to is not None:
+            check_int("round_to", self.round_to, hint="'auto' or None")
         if not 0 < self.max_ratio < 1:
             raise ConfigError(f"max_ratio={self.max_ratio!r} must be in (0, 1).")
 
 
 def _check_ratio(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-        raise ConfigError(
-            f"{name}={value!r} is outside [0, 1); it is the fraction of channels to remove, "
-            "e.g. 0.5 removes half."
-        )
+    check_fraction(name, value, "fraction of channels to remove", high_open=True)
 
 
-def _close(name: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
-
-
-def check_module_names(names: Iterable[str], modules: Iterable[str], what: str) -> None:
-    """Raises ConfigError for names that are not modules of the model, suggesting close ones."""
-    known = list(modules)
-    known_set = set(known)
-    for name in names:
-        if name not in known_set:
-            raise ConfigError(
-                f"{what} names module {name!r}, which the model does not have"
-                + _close(name, known)
-                + "; use names from model.named_modules()."
-            )
+check_module_names = check_names

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from ..graph.groups import ChannelGroup, member_rows
+from ...graph.groups import ChannelGroup, member_rows
 
 __all__ = ["Importance", "register_importance", "importance_fn", "IMPORTANCES"]
 

@@ -1,9 +1,10 @@
-"""Surgery: the one place that removes channels from modules.
+"""Channel surgery: slice parameters and buffers, and keep module metadata in step.
 
-``apply_prune_edit_`` slices parameters and buffers along recorded positions and sets the
-recorded module attributes, so ``repr(model)`` tells the truth. The same function replays a
-``.slim`` plan when loading. ``module_attrs`` computes those attributes after slicing through
-a registry keyed by module type; ``register_surgery`` extends it for your own layers.
+``slice_channels_`` removes channels along recorded positions, sets the module attributes
+that describe the new shapes (``in_channels``, ``groups``, ``num_heads``, ...) so that
+``repr(model)`` tells the truth, follows a Hugging Face ``config``, and records the edit.
+``apply_prune_edit_`` applies a recorded edit again (``.slim`` loading). Module attributes come
+from a registry keyed by module type; ``register_surgery`` extends it for your own layers.
 """
 
 from __future__ import annotations
@@ -14,28 +15,32 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._registry import Registry
 from ..errors import FormatError
+from .hf_config import config_updates
+from .log import record_edit
 
-__all__ = ["register_surgery", "apply_prune_edit_", "module_attrs"]
+__all__ = ["SURGERY", "apply_prune_edit_", "module_attrs", "register_surgery", "slice_channels_"]
 
 Updater = Callable[[nn.Module, Mapping[str, Any]], dict[str, Any]]
-_UPDATERS: dict[type | str, Updater] = {}
+SURGERY: Registry[Updater] = Registry(
+    "surgery rule", "class", hint="Register one with slimtorch.register_surgery(MyLayer)."
+)
 
 
-def register_surgery(*types: type | str) -> Callable[[Updater], Updater]:
+def register_surgery(*types: type | str, override: bool = False) -> Callable[[Updater], Updater]:
     """Registers ``fn(module, info) -> {attribute: value}`` run after a module's tensors
     were sliced; ``info["groups"]`` holds a conv's new group count when known.
 
     Types may be classes or ``"package.module.ClassName"`` strings, so optional libraries
-    need not be imported.
+    need not be imported. Subclasses inherit the rule of their nearest registered base.
+
+    Example:
+        >>> @register_surgery(MyLinear)
+        ... def _my_linear(m, info):
+        ...     return {"in_features": m.weight.shape[1], "out_features": m.weight.shape[0]}
     """
-
-    def wrap(fn: Updater) -> Updater:
-        for t in types:
-            _UPDATERS[t] = fn
-        return fn
-
-    return wrap
+    return SURGERY.register(*types, override=override)
 
 
 @register_surgery(nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -83,14 +88,6 @@ def _gn(m: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
 def _hf_conv1d(m: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
     # GPT-2's Conv1D holds its weight as [in, out] and reshapes with self.nf.
     return {"nx": m.weight.shape[0], "nf": m.weight.shape[1]}
-
-
-def _updater(m: nn.Module) -> Updater | None:
-    for t in type(m).__mro__:
-        fn = _UPDATERS.get(t) or _UPDATERS.get(f"{t.__module__}.{t.__qualname__}")
-        if fn is not None:
-            return fn
-    return None
 
 
 @register_surgery(nn.Embedding)
@@ -160,7 +157,7 @@ def module_attrs(
         if m is None:
             continue
         attrs: dict[str, Any] = {}
-        fn = _updater(m)
+        fn = SURGERY.lookup(type(m))
         if fn is not None and name in touched:
             attrs.update(fn(m, info.get(name, {})))
         attrs.update(_attention_attrs(m))
@@ -230,3 +227,42 @@ def apply_prune_edit_(model: nn.Module, edit: Mapping[str, Any]) -> None:
     for key, value in edit.get("config", {}).items():
         if config is not None:
             setattr(config, key, value)
+
+
+def slice_channels_(
+    model: nn.Module,
+    tensors: Mapping[str, Mapping[int, list[int]]],
+    conv_groups: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    record: bool = True,
+    why: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """Keeps only the given positions of each tensor, fixes module metadata, records the edit.
+
+    Args:
+        model: the model to change, in place.
+        tensors: ``{tensor name: {dim: kept positions}}`` (sorted, unique, in range).
+        conv_groups: ``{conv module: {"groups": new group count}}`` where groups change.
+        record: False for a dry run on a throwaway copy (the MAC solver's probes).
+        why: JSON data kept with the edit (the options that chose these channels).
+
+    Returns:
+        The recorded edit, and warnings (a Hugging Face config that could not follow).
+    """
+    apply_prune_edit_(model, {"tensors": tensors})
+    touched = {name.rpartition(".")[0] for name in tensors}
+    attrs = module_attrs(model, touched, conv_groups or {})
+    edit: dict[str, Any] = {"op": "prune", "tensors": {}, "attrs": attrs}
+    apply_prune_edit_(model, edit)
+    warnings: list[str] = []
+    if hasattr(model, "config"):
+        config, warnings = config_updates(model)
+        if config:
+            apply_prune_edit_(model, {"tensors": {}, "config": config})
+            edit["config"] = config
+    edit["tensors"] = {n: {str(d): list(v) for d, v in dims.items()} for n, dims in tensors.items()}
+    if why:
+        edit["why"] = dict(why)
+    if record:
+        record_edit(model, edit, owned=True)
+    return edit, warnings

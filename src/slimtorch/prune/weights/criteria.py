@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .weights_options import Pattern
+from .options import Pattern
 
 __all__ = [
     "WEIGHT_CRITERIA",

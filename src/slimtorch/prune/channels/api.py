@@ -1,0 +1,331 @@
+"""``prune_channels``: structured pruning that physically removes channels.
+
+Pipeline: trace -> channel groups -> importance -> kept indices per group (``plan``) ->
+``slimtorch.edit.slice_channels_``. The result is a plain, smaller ``nn.Module``; the input
+model is untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..._forward import Inputs, check_model, eval_mode, split_inputs
+from ...edit.channels import slice_channels_
+from ...edit.log import carry_metadata, record_edit
+from ...errors import ForwardError, PruneError
+from ...graph.groups import ChannelGroup, GroupSet, build_groups
+from ...graph.trace import ModelGraph, trace
+from ...io.spec import remember_origin
+from ...measure.analyze import count_macs
+from ...report.table import format_table, human
+from .importance import importance_fn
+from .options import ChannelOptions, check_module_names
+from .plan import conv_groups, group_rows, plan_groups, tensor_plan
+from .solve import solve_ratio
+
+__all__ = ["PruneResult", "prune_channels"]
+
+# Shape-only (meta) tracing wins on large models; per-op overhead loses on small ones.
+_META_PARAMS = 20_000_000
+
+
+@dataclass
+class PruneResult:
+    """What ``prune_channels`` produced.
+
+    Attributes:
+        model: the pruned model, a plain ``nn.Module`` with channels removed.
+        plan: JSON-serializable record: groups with kept/removed indices, frozen modules with
+            reasons, and the edit that ``.slim`` files replay.
+        warnings: what was not pruned and why (ops without rules, frozen groups, ...).
+        before / after: params and MACs.
+    """
+
+    model: nn.Module
+    plan: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    before: dict[str, int] = field(default_factory=dict)
+    after: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        rows = [
+            (
+                k,
+                human(self.before[k]),
+                human(self.after[k]),
+                f"{self.after[k] / max(self.before[k], 1):.2f}x",
+            )
+            for k in ("params", "macs")
+        ]
+        return format_table(("", "before", "after", "ratio"), rows)
+
+    def __str__(self) -> str:
+        n = len(self.plan["groups"])
+        pruned = sum(1 for g in self.plan["groups"] if g["removed"])
+        return (
+            f"{self.summary()}\n{pruned}/{n} channel groups pruned, {len(self.warnings)} warnings"
+        )
+
+
+def _unwrap(model: nn.Module, warnings: list[str]) -> nn.Module:
+    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    if isinstance(model, wrappers):
+        warnings.append(
+            f"unwrapped {type(model).__name__}: pruned its .module; wrap the result again "
+            "for multi-device training"
+        )
+        return model.module
+    return model
+
+
+def _params(model: nn.Module) -> dict[str, torch.Tensor]:
+    out = dict(model.named_parameters(remove_duplicate=False))
+    out.update(model.named_buffers(remove_duplicate=False))
+    return out
+
+
+def _taylor_grads(
+    model: nn.Module, batch: Any, loss_fn: Callable | None
+) -> dict[str, torch.Tensor]:
+    if batch is None or loss_fn is None:
+        raise PruneError(
+            "importance='taylor' needs a batch and a loss: pass batch=(inputs, targets) and "
+            "loss_fn=torch.nn.functional.cross_entropy (or your own loss(output, target))."
+        )
+    inputs, target = batch
+    work = copy.deepcopy(model)
+    with eval_mode(work), torch.enable_grad():
+        args, kwargs = split_inputs(inputs)
+        loss = loss_fn(work(*args, **kwargs), target)
+        loss.backward()
+    return {n: p.grad for n, p in work.named_parameters() if p.grad is not None}
+
+
+def prune_channels(
+    model: nn.Module,
+    example_inputs: Inputs,
+    ratio: float | None = 0.5,
+    *,
+    target_macs: int | None = None,
+    importance: str = "l1",
+    scope: str = "local",
+    ratios: Mapping[str, float] | None = None,
+    ignore: Sequence[str] = (),
+    round_to: int | str | None = "auto",
+    batch: Any = None,
+    loss_fn: Callable | None = None,
+) -> PruneResult:
+    """Removes channels from every coupled layer and returns a smaller plain model.
+
+    Conv and linear output channels are grouped with everything coupled to them (BN, residual
+    adds, concat, grouped and depthwise convs, attention heads, layer scales, embeddings) and
+    pruned together. The model's output layer and input are kept. Ops without a dimension
+    rule freeze the channels they touch; ``result.warnings`` names them.
+
+    Args:
+        model: the trained model (not modified).
+        example_inputs: inputs for one traced forward pass, e.g. ``torch.randn(1, 3, 224, 224)``.
+        ratio: fraction of channels to remove, in [0, 1).
+        target_macs: MACs to reach instead of ``ratio`` (solved for).
+        importance: ``l1`` | ``l2`` | ``bn_scale`` | ``taylor`` | ``fpgm`` | ``random``, or
+            ``zeroed``: remove exactly the channels whose producing filters are all zero (the
+            end of structured weight pruning with ``pattern="rows"``; ``ratio`` is ignored).
+        scope: ``local`` (same ratio per group) or ``global`` (rank across groups).
+        ratios: per-module overrides, ``{"layer4.0.conv1": 0.7}``.
+        ignore: module names whose output channels are kept.
+        round_to: round kept channel counts up to this multiple in wide groups; ``"auto"``
+            is the CPU's SIMD width in floats (16 with AVX-512, 8 with AVX2).
+        batch: ``(inputs, targets)`` for ``taylor``.
+        loss_fn: ``loss(output, targets)`` for ``taylor``.
+
+    Returns:
+        A ``PruneResult`` (``.model``, ``.plan``, ``.warnings``, ``.before``, ``.after``).
+
+    Example:
+        >>> import torchvision
+        >>> r = prune_channels(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64), 0.5)
+        >>> r.model.conv1.out_channels
+        32
+    """
+    opts = ChannelOptions(
+        ratio=ratio,
+        target_macs=target_macs,
+        importance=importance,
+        scope=scope,
+        ratios=dict(ratios or {}),
+        ignore=tuple(ignore),
+        round_to=round_to,
+    )
+    warnings: list[str] = []
+    work = _working_copy(model, opts, warnings)
+    meta = sum(p.numel() for p in work.parameters()) > _META_PARAMS
+    graph = trace(work, example_inputs, grad=True, meta=meta)
+    warnings.extend(_unused_params(work, graph))
+    gset = build_groups(work, graph)
+    warnings.extend(f"kept channels of '{m}': {why}" for m, why in sorted(gset.frozen.items()))
+    ignored = set(opts.ignore)
+    groups = [g for g in gset.groups if not ignored.intersection(g.modules)]
+    grads = _taylor_grads(work, batch, loss_fn) if opts.importance == "taylor" else {}
+    score = importance_fn(opts.importance)
+    params = _params(work)
+    scores = {g.atom: score(g, params, grads) for g in groups}
+    group_ratio = _group_ratios(groups, opts)
+
+    pruned, after, groups, keep, r, edit = _prune_until_it_runs(
+        model, work, example_inputs, graph, gset, groups, scores, opts, group_ratio, meta, warnings
+    )
+    plan = {
+        "ratio": r,
+        "importance": opts.importance,
+        "scope": opts.scope,
+        "options": opts.to_dict(),
+        "groups": group_rows(groups, keep),
+        "frozen": gset.frozen,
+        "edit": edit,
+    }
+    used = graph.used_params
+    return PruneResult(
+        model=pruned,
+        plan=plan,
+        warnings=warnings,
+        before={
+            "params": sum(p.numel() for n, p in model.named_parameters() if n in used),
+            "macs": sum(count_macs(graph).values()),
+        },
+        after={
+            "params": sum(
+                p.numel() for n, p in pruned.named_parameters() if n in after.used_params
+            ),
+            "macs": sum(count_macs(after).values()),
+        },
+    )
+
+
+def _working_copy(model: nn.Module, opts: ChannelOptions, warnings: list[str]) -> nn.Module:
+    """A checked deep copy of the input, remembering its origin so that it can be saved."""
+    check_model(model)
+    if any(hasattr(m, "parametrizations") for m in model.modules()):
+        raise PruneError(
+            "the model holds parametrizations (e.g. weight-pruning masks); call "
+            "slimtorch.make_permanent_(model) first, then prune channels."
+        )
+    work = copy.deepcopy(_unwrap(model, warnings))
+    remember_origin(work)
+    modules = [n for n, _ in work.named_modules()]
+    check_module_names(opts.ignore, modules, "ignore")
+    check_module_names(opts.ratios, modules, "ratios")
+    return work
+
+
+def _unused_params(work: nn.Module, graph: ModelGraph) -> list[str]:
+    unused = [n for n, _ in work.named_parameters() if n not in graph.used_params]
+    if not unused:
+        return []
+    owners = sorted({n.rpartition(".")[0].split(".")[0] for n in unused})
+    return [
+        f"{len(unused)} parameters were not used by the traced forward and were not "
+        f"adjusted (modules {', '.join(owners[:5])}); they may not fit the pruned "
+        "shapes (e.g. auxiliary heads that run only in training)"
+    ]
+
+
+def _group_ratios(groups: Sequence[ChannelGroup], opts: ChannelOptions) -> dict[int, float]:
+    """Per-module ratio overrides, keyed by the group that holds the module."""
+    return {
+        g.atom: opts.ratios[next(m for m in g.modules if m in opts.ratios)]
+        for g in groups
+        if any(m in opts.ratios for m in g.modules)
+    }
+
+
+def _prune_until_it_runs(
+    model: nn.Module,
+    work: nn.Module,
+    example_inputs: Inputs,
+    graph: ModelGraph,
+    gset: GroupSet,
+    groups: list[ChannelGroup],
+    scores: Mapping[int, torch.Tensor],
+    opts: ChannelOptions,
+    group_ratio: Mapping[int, float],
+    meta: bool,
+    warnings: list[str],
+) -> tuple[nn.Module, ModelGraph, list[ChannelGroup], dict[int, torch.Tensor], float, dict]:
+    """Plans, slices and checks that the pruned model runs; where a module's forward rejects
+    its pruned shapes (a size hard-coded in its code), keeps its channels and plans again,
+    rather than return a model that does not run."""
+    excluded: set[int] = set()
+    for _ in range(8):
+        active = [g for g in groups if g.atom not in excluded]
+        if opts.target_macs is not None:
+            r = solve_ratio(work, example_inputs, gset, active, scores, opts, group_ratio)
+        else:
+            r = float(opts.ratio)
+        keep = plan_groups(active, scores, r, opts, group_ratio)
+        # A retry starts again from the untouched input model.
+        pruned = work if not excluded else carry_metadata(work, copy.deepcopy(_unwrap(model, [])))
+        edit, config_warnings = slice_channels_(
+            pruned,
+            tensor_plan(gset, keep),
+            conv_groups(gset, keep),
+            record=False,  # recorded once it runs: a retry starts from a clean log
+            why={"by": "prune_channels", "options": opts.to_dict()},
+        )
+        failed = _check_runs(pruned, example_inputs, graph, meta)
+        if not isinstance(failed, ForwardError):
+            record_edit(pruned, edit, owned=True)
+            warnings.extend(config_warnings)
+            return pruned, failed, active, keep, r, edit
+        blamed, bad_type = _blame(work, active, failed)
+        excluded |= blamed
+        warnings.append(
+            f"kept channels around '{failed.module}' and every {bad_type.__name__}: its forward "
+            f"did not accept pruned shapes ({str(failed).split(': ', 2)[-1][:120]})"
+        )
+    raise PruneError("internal error: pruning did not converge to a runnable model")
+
+
+def _blame(
+    work: nn.Module, active: Sequence[ChannelGroup], failed: ForwardError
+) -> tuple[set[int], type]:
+    modules = dict(work.named_modules())
+    bad_type = type(modules.get(failed.module)) if failed.module in modules else None
+    suspects = {n for n, m in modules.items() if bad_type is not None and type(m) is bad_type}
+    blamed = {
+        g.atom for g in active if any(_owned_by(m.param, s) for m in g.members for s in suspects)
+    }
+    if not failed.module or not blamed or bad_type is None:
+        raise PruneError(
+            f"internal error: the pruned model does not run ({failed}). Please report it; "
+            "pass the failing module in ignore=[...] to work around it."
+        ) from failed
+    return blamed, bad_type
+
+
+def _owned_by(param: str, module: str) -> bool:
+    return param.startswith(module + ".") if module else False
+
+
+def _check_runs(
+    model: nn.Module, example_inputs: Inputs, graph: ModelGraph, meta: bool
+) -> ModelGraph | ForwardError:
+    """The pruned model must run and keep the output shapes: returns its graph, or the
+    failure."""
+    try:
+        new = trace(model, example_inputs, meta=meta)
+    except ForwardError as exc:
+        return exc
+    old_shapes = [graph.tensors[t].shape for t in graph.outputs]
+    new_shapes = [new.tensors[t].shape for t in new.outputs]
+    if old_shapes != new_shapes:
+        raise PruneError(
+            f"internal error: output shapes changed from {old_shapes} to {new_shapes}; "
+            "please report it."
+        )
+    return new

@@ -1,0 +1,65 @@
+"""Solving for a target: the pruning ratio that brings a model to ``target_macs``."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_map
+
+from ..._forward import Inputs
+from ...edit.channels import slice_channels_
+from ...errors import PruneError
+from ...graph.groups import ChannelGroup, GroupSet
+from ...graph.trace import trace
+from ...measure.analyze import count_macs
+from .options import ChannelOptions
+from .plan import conv_groups, plan_groups, tensor_plan
+
+__all__ = ["solve_ratio"]
+
+
+def _to_meta(x: Any) -> Any:
+    return tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, x)
+
+
+def solve_ratio(
+    work: nn.Module,
+    example_inputs: Inputs,
+    gset: GroupSet,
+    groups: Sequence[ChannelGroup],
+    scores: Mapping[int, torch.Tensor],
+    opts: ChannelOptions,
+    group_ratio: Mapping[int, float],
+) -> float:
+    """Bisection on the ratio until the pruned model's MACs reach ``target_macs``."""
+    meta_inputs = _to_meta(example_inputs)
+
+    def macs_at(r: float) -> int:
+        probe = copy.deepcopy(work).to("meta")
+        keep = plan_groups(groups, scores, r, opts, group_ratio)
+        slice_channels_(probe, tensor_plan(gset, keep), conv_groups(gset, keep), record=False)
+        return sum(count_macs(trace(probe, meta_inputs)).values())
+
+    target = int(opts.target_macs)
+    hi = 0.95 if opts.scope == "local" else opts.max_ratio
+    lowest = macs_at(hi)
+    if lowest > target:
+        raise PruneError(
+            f"target_macs={target:,} cannot be reached: pruning {hi:.0%} of every prunable "
+            f"group still leaves {lowest:,} MACs. Raise the target, or remove layers with "
+            "prune_layers."
+        )
+    if macs_at(0.0) <= target:
+        return 0.0
+    lo = 0.0
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        if macs_at(mid) <= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
