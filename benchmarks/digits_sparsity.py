@@ -18,8 +18,8 @@ import time
 import torch
 from torch import nn
 
-from slimtorch.prune.weights.schedule import AGP
 from slimtorch.prune.weights.api import prune_weights_
+from slimtorch.prune.weights.schedule import AGP
 from slimtorch.prune.weights.stats import sparsity
 from slimtorch.report.table import format_table
 

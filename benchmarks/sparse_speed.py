@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from slimtorch.measure.latency import fixed_threads
-from slimtorch.prune.weights.sparse_infer import SparseConv2d, SparseLinear
 from slimtorch.prune.weights.api import make_permanent_, prune_weights_
+from slimtorch.prune.weights.sparse_infer import SparseConv2d, SparseLinear
 from slimtorch.report.table import format_table
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")

@@ -8,8 +8,8 @@ from torch.testing import assert_close
 
 import slimtorch as st
 from slimtorch.convert import dilate_to_restore
-from slimtorch.errors import ConvertError
 from slimtorch.edit import edits_of
+from slimtorch.errors import ConvertError
 
 
 def test_sequential_retained_positions_are_exact():

@@ -8,8 +8,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from slimtorch.errors import ConfigError, PruneError
-from slimtorch.prune.weights.sensitivity import SensitivityResult, sensitivity
 from slimtorch.prune.weights.api import prune_weights_
+from slimtorch.prune.weights.sensitivity import SensitivityResult, sensitivity
 from slimtorch.prune.weights.stats import sparsity
 
 

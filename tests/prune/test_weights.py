@@ -1,7 +1,7 @@
 """prune_weights_: achieved sparsity, patterns, composition, masks through training and I/O."""
 
-import json
 import io
+import json
 import math
 
 import pytest
@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from slimtorch.edit.masks import WeightMask
 from slimtorch.errors import ConfigError, PruneError
 from slimtorch.prune.weights.api import make_permanent_, prune_weights_
-from slimtorch.edit.masks import WeightMask
 from slimtorch.prune.weights.criteria import global_keep, lamp_scores, layer_keep
 from slimtorch.prune.weights.options import WeightOptions
 from slimtorch.prune.weights.stats import sparsity, zeroed_channels

@@ -6,12 +6,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from slimtorch.errors import ConfigError
+from slimtorch.prune.weights.api import prune_weights_
 from slimtorch.prune.weights.sparse_infer import (
     SparseConv2d,
     SparseLinear,
     sparsify_for_inference,
 )
-from slimtorch.prune.weights.api import prune_weights_
 
 
 class Net(nn.Module):
