@@ -46,14 +46,14 @@ def test_rank_larger_than_possible(net):
 def test_unknown_layer_suggests_close_names():
     model = nn.Sequential()
     model.add_module("features", nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)))
-    with pytest.raises(ConfigError, match=r"'feature.1' does not exist.*Did you mean 'features.1'"):
+    with pytest.raises(ConfigError, match=r"'feature.1' does not exist.*did you mean features.1"):
         convert(model, "low_rank", ["feature.1"], rank=1)
 
 
 def test_unknown_kind_and_option(net):
     with pytest.raises(ConfigError, match=r"unknown conversion kind 'lowrank'.*'low_rank'"):
         convert(net, "lowrank", rank=1)
-    with pytest.raises(ConfigError, match=r"option rnak=2 is unknown.*Did you mean 'rank'"):
+    with pytest.raises(ConfigError, match=r"option rnak=2 is unknown.*did you mean rank"):
         convert(net, "depthwise_separable", rnak=2)
     with pytest.raises(ConfigError, match="pass exactly one"):
         convert(net, "low_rank")

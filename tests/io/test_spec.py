@@ -24,11 +24,11 @@ def test_factory_spec():
 @pytest.mark.parametrize(
     "spec, match",
     [
-        ("torchvision:resnet5", "Did you mean resnet50"),
-        ("timm:resnet_18", "Did you mean"),
+        ("torchvision:resnet5", "did you mean resnet50"),
+        ("timm:resnet_18", "did you mean"),
         ("resnet50", "has no ':'"),
         ("nonexistent_pkg.models:net", "cannot import 'nonexistent_pkg.models'"),
-        ("torch.nn:Linearr", "Did you mean Linear"),
+        ("torch.nn:Linearr", "did you mean Linear"),
         ("torch.nn.functional:relu", "calling 'torch.nn.functional:relu'"),
         ("torch.nn:Identity", None),
     ],

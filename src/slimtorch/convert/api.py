@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +19,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from .._forward import Inputs, check_model, check_threads, eval_mode, run_forward
-from .._validate import check_number
+from .._validate import check_number, suggest
 from ..edit.modules import replace_module_
 from ..errors import ConfigError, ConvertError
 from ..graph.trace import trace
@@ -77,10 +76,9 @@ def _check_layers(model: nn.Module, layers: Layers) -> list[str] | None:
     known = set(names)
     for name in layers:
         if name not in known:
-            close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             raise ConfigError(
-                f"layer {name!r} does not exist in the {type(model).__name__}.{hint} "
+                f"layer {name!r} does not exist in the {type(model).__name__}"
+                f"{suggest(name, names)}. "
                 "Names are those of model.named_modules(), e.g. 'features.3'."
             )
     return list(dict.fromkeys(layers))

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .._forward import Inputs, check_model, eval_mode, run_forward
+from .._registry import Registry
 from .._validate import check_int
 from ..edit.modules import replace_module_
 from ..errors import ConfigError, ConvertError, ForwardError
@@ -43,18 +44,17 @@ _WINDOWED = {
 }
 
 Dilator = Callable[[nn.Module, int, int], nn.Module]
-_DILATORS: dict[type[nn.Module], Dilator] = {}
+DILATORS: Registry[Dilator] = Registry(
+    "dilator",
+    "class",
+    inherit="same_forward",
+    hint="Register one with @slimtorch.convert.dilator(MyLayer).",
+)
 
 
-def dilator(*types: type[nn.Module]) -> Callable[[Dilator], Dilator]:
+def dilator(*types: type[nn.Module], override: bool = False) -> Callable[[Dilator], Dilator]:
     """Registers ``fn(module, stride_divisor, dilation_factor) -> new module`` for layer types."""
-
-    def wrap(fn: Dilator) -> Dilator:
-        for t in types:
-            _DILATORS[t] = fn
-        return fn
-
-    return wrap
+    return DILATORS.register(*types, override=override)
 
 
 @dilator(nn.Conv2d)
@@ -130,7 +130,7 @@ def dilate_to_restore(
         raise ConfigError("layers is empty; name the strided layer(s), e.g. ['layer4.0.conv1'].")
     modules = dict(model.named_modules())
     for name in names:
-        if type(modules[name]) not in _DILATORS or _stride(modules[name]) == (1, 1):
+        if DILATORS.lookup(type(modules[name])) is None or _stride(modules[name]) == (1, 1):
             raise ConvertError(
                 f"layer {name!r} ({type(modules[name]).__name__}) is not a strided conv or "
                 "max-pool; name the layer whose stride should go."
@@ -161,10 +161,10 @@ def dilate_to_restore(
             affected.append(node.module)
     new: dict[str, nn.Module] = {}
     for name in names:
-        new[name] = _DILATORS[type(modules[name])](work.get_submodule(name), factor, 1)
+        new[name] = DILATORS.get(type(modules[name]))(work.get_submodule(name), factor, 1)
     for name in affected:
         module = work.get_submodule(name) if name else work
-        build = _DILATORS.get(type(module))
+        build = DILATORS.lookup(type(module))
         if build is None or name == "":
             raise ConvertError(
                 f"{name or 'the model forward'!r} ({type(module).__name__}) runs a windowed op "

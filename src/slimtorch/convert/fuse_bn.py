@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .._options import Options
+from .._registry import Registry
 from ..errors import ConvertError
 from ..graph.trace import ModelGraph, TensorRef
 from ..nn._registry import build_module, module_config, module_type_name
@@ -34,21 +35,21 @@ __all__ = ["FuseBN", "FuseBNOptions", "bn_pairs", "foldable"]
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 Builder = Callable[[nn.Module, torch.Tensor, torch.Tensor], nn.Module]
-_FOLDABLE: dict[type[nn.Module], Builder] = {}
+FOLDABLE: Registry[Builder] = Registry(
+    "BN-folding builder",
+    "class",
+    inherit="same_forward",
+    hint="Register one with @slimtorch.convert.foldable(MyLayer).",
+)
 
 
-def foldable(*types: type[nn.Module]) -> Callable[[Builder], Builder]:
+def foldable(*types: type[nn.Module], override: bool = False) -> Callable[[Builder], Builder]:
     """Registers how to rebuild a layer type whose weight dim 0 is its output channels.
 
     The builder gets ``(module, folded_weight, folded_bias)`` and returns the new module.
+    Subclasses that keep the registered type's ``forward`` use it too.
     """
-
-    def wrap(fn: Builder) -> Builder:
-        for t in types:
-            _FOLDABLE[t] = fn
-        return fn
-
-    return wrap
+    return FOLDABLE.register(*types, override=override)
 
 
 @foldable(nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -99,7 +100,7 @@ def _pair_of(
         return None, f"the input of BatchNorm {bn_name!r} is not produced by a layer"
     layer = graph.nodes[src.producer].module
     module = modules.get(layer)
-    if type(module) not in _FOLDABLE:
+    if FOLDABLE.lookup(type(module)) is None:
         kind = type(module).__name__ if module is not None else "the model's own forward"
         return None, f"the input of {bn_name!r} comes from {layer!r} ({kind}), not a conv/linear"
     users = {graph.nodes[i].module for i in consumers.get(src.tid, [])}
@@ -190,7 +191,7 @@ class FuseBN(Conversion):
             None if bn.bias is None else bn.bias.detach(),
             bn.eps,
         )
-        new = _FOLDABLE[type(module)](module, weight, bias)
+        new = FOLDABLE.get(type(module))(module, weight, bias)
         replacements = {layer: new, pairs[layer]: nn.Identity()}
         before = nn.Sequential(module, bn)
         return LayerRewrite(layer, before, new, replacements, note=f"+ {pairs[layer]}")

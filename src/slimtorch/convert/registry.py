@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -24,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .._registry import Registry, suggest
 from ..errors import ConfigError, ConvertError
 from ..graph.trace import ModelGraph
 
@@ -59,7 +59,9 @@ class LayerRewrite:
 
 Rule = Callable[[str, nn.Module, Any, "torch.Tensor | None"], "nn.Module | LayerRewrite"]
 
-_CONVERSIONS: dict[str, type[Conversion]] = {}
+CONVERSIONS: Registry[type[Conversion]] = Registry(
+    "conversion kind", "name", hint="Register one with @slimtorch.register_conversion."
+)
 
 
 class Conversion:
@@ -76,40 +78,38 @@ class Conversion:
     kind: ClassVar[str] = ""
     Options: ClassVar[type[Any]]
     needs_inputs: ClassVar[bool] = False
-    rules: ClassVar[dict[type[nn.Module], Rule]]
+    rules: ClassVar[Registry[Rule]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.rules = {}
+        cls.rules = Registry(
+            f"{cls.kind or cls.__name__} rule",
+            "class",
+            inherit="same_forward",
+            hint=f"Register one with @{cls.__name__}.rule(MyLayer).",
+        )
 
     @classmethod
-    def rule(cls, *types: type[nn.Module]) -> Callable[[Rule], Rule]:
-        """Decorator: ``fn`` rewrites modules of exactly these types."""
-
-        def wrap(fn: Rule) -> Rule:
-            for t in types:
-                cls.rules[t] = fn
-            return fn
-
-        return wrap
+    def rule(cls, *types: type[nn.Module], override: bool = False) -> Callable[[Rule], Rule]:
+        """Decorator: ``fn`` rewrites modules of these types (and of subclasses that keep
+        their ``forward``: a subclass with its own forward computes something else)."""
+        return cls.rules.register(*types, override=override)
 
     def make_options(self, options: dict[str, Any]) -> Any:
         """Builds ``Options`` from keyword arguments, naming unknown ones."""
         known = [f.name for f in dataclasses.fields(self.Options)]
         for key in options:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(
-                    f"option {key}={options[key]!r} is unknown for {self.kind!r}.{hint} "
-                    f"Its options are: {known or 'none'}."
+                    f"option {key}={options[key]!r} is unknown for {self.kind!r}"
+                    f"{suggest(key, known)}. Its options are: {known or 'none'}."
                 )
         return self.Options(**options)
 
     def targets(self, model: nn.Module, graph: ModelGraph | None) -> Iterator[str]:
         """Names of the modules this kind may rewrite when no layers are named."""
         for name, module in model.named_modules():
-            if type(module) in self.rules:
+            if self.rules.lookup(type(module)) is not None:
                 yield name
 
     def rewrite(
@@ -122,9 +122,9 @@ class Conversion:
     ) -> LayerRewrite:
         """The rewrite of layer ``name``; raises ``ConvertError`` if it does not apply."""
         module = model.get_submodule(name)
-        rule = self.rules.get(type(module))
+        rule = self.rules.lookup(type(module))
         if rule is None:
-            known = sorted(t.__name__ for t in self.rules)
+            known = self.rules.list()
             raise ConvertError(
                 f"layer {name!r} is a {type(module).__name__}; {self.kind!r} rewrites {known}. "
                 f"Register a rule with @{type(self).__name__}.rule({type(module).__name__})."
@@ -135,25 +135,33 @@ class Conversion:
         return LayerRewrite(name, module, new, {name: new})
 
 
-def register_conversion(cls: type[Conversion]) -> type[Conversion]:
-    """Class decorator: makes ``slimtorch.convert(model, cls.kind)`` use ``cls``."""
-    assert cls.kind, f"{cls.__name__} needs a kind"
-    _CONVERSIONS[cls.kind] = cls
-    return cls
+def register_conversion(cls: type[Conversion] | None = None, *, override: bool = False) -> Any:
+    """Class decorator: makes ``slimtorch.convert(model, cls.kind)`` use ``cls``.
+
+    Use it bare (``@register_conversion``) or as ``@register_conversion(override=True)`` to
+    replace a built-in kind.
+    """
+
+    def wrap(c: type[Conversion]) -> type[Conversion]:
+        if not c.kind:
+            raise ConfigError(f"{c.__name__} needs a kind = '...' to be registered")
+        CONVERSIONS.add(c.kind, c, override=override)
+        return c
+
+    return wrap(cls) if cls is not None else wrap
 
 
 def conversion_kinds() -> list[str]:
     """Registered kinds, sorted."""
-    return sorted(_CONVERSIONS)
+    return CONVERSIONS.list()
 
 
 def get_conversion(kind: str) -> Conversion:
     """A fresh instance of the conversion registered as ``kind``."""
-    cls = _CONVERSIONS.get(kind) if isinstance(kind, str) else None
+    cls = CONVERSIONS.lookup(kind)
     if cls is None:
-        close = difflib.get_close_matches(str(kind), list(_CONVERSIONS), n=1, cutoff=0.4)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
-            f"unknown conversion kind {kind!r}.{hint} Use one of {conversion_kinds()}."
+            f"unknown conversion kind {kind!r}{suggest(kind, conversion_kinds())}. Use one of "
+            f"{conversion_kinds()}."
         )
     return cls()

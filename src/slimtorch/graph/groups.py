@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .._registry import Registry
 from .dims import Layout
 from .rules import DimContext
 from .trace import ModelGraph
@@ -74,28 +75,21 @@ class GroupSet:
 
 
 Constraint = Callable[[nn.Module, str, DimContext, dict[str, int]], None]
-_CONSTRAINTS: dict[type | str, Constraint] = {}
+CONSTRAINTS: Registry[Constraint] = Registry("pruning constraint", "class")
 
 
-def register_constraint(*types: type | str) -> Callable[[Constraint], Constraint]:
+def register_constraint(
+    *types: type | str, override: bool = False
+) -> Callable[[Constraint], Constraint]:
     """Registers a hook ``fn(module, name, ctx, param_tids)`` that freezes what a module
     type cannot hold after pruning (called once per module instance). Types may be classes
-    or ``"package.module.ClassName"`` strings, so optional libraries need not be imported."""
-
-    def wrap(fn: Constraint) -> Constraint:
-        for t in types:
-            _CONSTRAINTS[t] = fn
-        return fn
-
-    return wrap
+    or ``"package.module.ClassName"`` strings, so optional libraries need not be imported;
+    subclasses inherit the hook of their nearest registered base."""
+    return CONSTRAINTS.register(*types, override=override)
 
 
 def _constraint(module: nn.Module) -> Constraint | None:
-    for t in type(module).__mro__:
-        fn = _CONSTRAINTS.get(t) or _CONSTRAINTS.get(f"{t.__module__}.{t.__qualname__}")
-        if fn is not None:
-            return fn
-    return None
+    return CONSTRAINTS.lookup(type(module))
 
 
 def freeze_module(

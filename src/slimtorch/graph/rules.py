@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from .._registry import Registry
 from .dims import Atoms, Layout
 from .trace import ModelGraph, OpNode, TensorRef
 
@@ -27,22 +28,19 @@ __all__ = ["DimContext", "Rule", "register_rule", "rule_for"]
 
 aten = torch.ops.aten
 Rule = Callable[["DimContext", OpNode], None]
-_RULES: dict[Any, Rule] = {}
+RULES: Registry[Rule] = Registry(
+    "dimension rule", "op", hint="Give it one with @slimtorch.register_rule(torch.ops.NS.OP)."
+)
 
 
-def register_rule(*ops: Any) -> Callable[[Rule], Rule]:
-    """Registers a dimension rule for ATen op packets or overloads."""
-
-    def wrap(fn: Rule) -> Rule:
-        for op in ops:
-            _RULES[op] = fn
-        return fn
-
-    return wrap
+def register_rule(*ops: Any, override: bool = False) -> Callable[[Rule], Rule]:
+    """Registers a dimension rule for ATen op packets or overloads (an overload's own rule
+    wins over its packet's)."""
+    return RULES.register(*ops, override=override)
 
 
 def rule_for(op: Any) -> Rule | None:
-    return _RULES.get(op) or _RULES.get(op.overloadpacket)
+    return RULES.lookup(op)
 
 
 class DimContext:
@@ -94,6 +92,8 @@ class DimContext:
 
     def freeze_node(self, node: OpNode, why: str) -> None:
         reason = f"{why} (op {node.name} in module '{node.module}')"
+        if rule_for(node.op) is None:
+            reason += f"; give it one with @slimtorch.register_rule(torch.ops.{_op_path(node)})"
         for tid in (*node.inputs, *node.outputs):
             self.freeze_tensor(tid, reason)
 
@@ -135,6 +135,12 @@ class DimContext:
         for tid in self.graph.outputs:
             self.freeze_tensor(tid, "dimension of a model output")
         return self
+
+
+def _op_path(node: OpNode) -> str:
+    packet = getattr(node.op, "overloadpacket", node.op)
+    name = getattr(packet, "_qualified_op_name", None) or str(packet)
+    return name.replace("::", ".")
 
 
 def _tensors(node: OpNode) -> list[TensorRef]:

@@ -6,7 +6,6 @@ the architecture without pickling code.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import json
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._registry import suggest
 from ..edit.log import get_meta, set_meta
 from ..errors import ModelSpecError
 
@@ -32,11 +32,6 @@ def spec_of(model: nn.Module) -> dict[str, Any] | None:
     return get_meta(model, "spec")
 
 
-def _suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
-    return f" Did you mean {', '.join(close)}?" if close else ""
-
-
 def _torchvision(name: str, kwargs: dict[str, Any]) -> nn.Module:
     try:
         import torchvision
@@ -47,7 +42,7 @@ def _torchvision(name: str, kwargs: dict[str, Any]) -> nn.Module:
     names = torchvision.models.list_models()
     if name not in names:
         raise ModelSpecError(
-            f"unknown torchvision model {name!r}.{_suggest(name, names)} "
+            f"unknown torchvision model {name!r}{suggest(name, names)}. "
             "See torchvision.models.list_models() for every name."
         )
     builder = torchvision.models.get_model_builder(name)
@@ -64,7 +59,7 @@ def _timm(name: str, kwargs: dict[str, Any]) -> nn.Module:
     names = timm.list_models()
     if name not in names:
         raise ModelSpecError(
-            f"unknown timm model {name!r}.{_suggest(name, names)} "
+            f"unknown timm model {name!r}{suggest(name, names)}. "
             "See timm.list_models('pattern*') for every name."
         )
     return timm.create_model(name, pretrained=False, **kwargs)
@@ -97,7 +92,7 @@ def _factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
     fn = getattr(module, attr, None)
     if not callable(fn):
         public = [n for n in dir(module) if not n.startswith("_")]
-        raise ModelSpecError(f"{module_name!r} has no callable {attr!r}.{_suggest(attr, public)}")
+        raise ModelSpecError(f"{module_name!r} has no callable {attr!r}{suggest(attr, public)}.")
     try:
         model = fn(**kwargs)
     except Exception as exc:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 
+from .._registry import Registry
 from ..graph.trace import ModelGraph, OpNode
 
 __all__ = ["MacRule", "node_macs", "register_macs"]
@@ -19,10 +20,10 @@ __all__ = ["MacRule", "node_macs", "register_macs"]
 aten = torch.ops.aten
 
 MacRule = Callable[[ModelGraph, OpNode], int]
-_RULES: dict[object, MacRule] = {}
+MAC_RULES: Registry[MacRule] = Registry("MAC counter", "op")
 
 
-def register_macs(*ops: object) -> Callable[[MacRule], MacRule]:
+def register_macs(*ops: object, override: bool = False) -> Callable[[MacRule], MacRule]:
     """Registers a MAC counter for ATen op packets (``aten.mm``) or overloads.
 
     Example:
@@ -30,17 +31,12 @@ def register_macs(*ops: object) -> Callable[[MacRule], MacRule]:
         ... def _mm(graph, node): ...
     """
 
-    def wrap(fn: MacRule) -> MacRule:
-        for op in ops:
-            _RULES[op] = fn
-        return fn
-
-    return wrap
+    return MAC_RULES.register(*ops, override=override)
 
 
 def node_macs(graph: ModelGraph, node: OpNode) -> int:
     """MACs of one recorded op; 0 for ops that do no multiply-accumulate work."""
-    rule = _RULES.get(node.op) or _RULES.get(node.op.overloadpacket)
+    rule = MAC_RULES.lookup(node.op)
     return int(rule(graph, node)) if rule is not None else 0
 
 

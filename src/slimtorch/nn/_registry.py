@@ -13,17 +13,30 @@ from typing import Any
 
 from torch import nn
 
+from .._registry import Registry
 from ..errors import FormatError
 
-__all__ = ["register_module", "build_module", "module_config", "module_type_name"]
+__all__ = ["BUILDERS", "register_module", "build_module", "module_config", "module_type_name"]
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+BUILDERS: Registry[type[nn.Module]] = Registry(
+    "module builder",
+    "name",
+    hint="Register the type with slimtorch.nn.register_module and give it a config() method.",
+)
 
 
-def register_module(cls: type[nn.Module]) -> type[nn.Module]:
-    """Class decorator: lets ``.slim`` plans rebuild ``cls`` from ``cls(**module.config())``."""
-    _BUILDERS[cls.__name__] = cls
-    return cls
+def register_module(cls: type[nn.Module] | None = None, *, override: bool = False) -> Any:
+    """Class decorator: lets ``.slim`` plans rebuild ``cls`` from ``cls(**module.config())``.
+
+    Types are known by their class name, so two registered classes may not share one
+    (``override=True`` replaces on purpose).
+    """
+
+    def wrap(c: type[nn.Module]) -> type[nn.Module]:
+        BUILDERS.add(c.__name__, c, override=override)
+        return c
+
+    return wrap(cls) if cls is not None else wrap
 
 
 def _conv_config(m: nn.Module) -> dict[str, Any]:
@@ -74,7 +87,7 @@ _TORCH_CONFIGS: dict[type[nn.Module], Callable[[nn.Module], dict[str, Any]]] = {
     },
 }
 for _cls in _TORCH_CONFIGS:
-    _BUILDERS[_cls.__name__] = _cls
+    BUILDERS.add(_cls.__name__, _cls)
 
 
 def module_type_name(module: nn.Module) -> str:
@@ -83,10 +96,10 @@ def module_type_name(module: nn.Module) -> str:
 
 def module_config(module: nn.Module) -> dict[str, Any]:
     """JSON-serializable constructor arguments that rebuild ``module``'s architecture."""
-    fn = _TORCH_CONFIGS.get(type(module))
+    fn = _TORCH_CONFIGS.get(type(module))  # exact type: a subclass may build differently
     if fn is not None:
         return fn(module)
-    if type(module).__name__ in _BUILDERS and hasattr(module, "config"):
+    if BUILDERS.lookup(type(module).__name__) is type(module) and hasattr(module, "config"):
         return dict(module.config())
     raise FormatError(
         f"{type(module).__name__} cannot be recorded in a .slim plan; register it with "
@@ -96,11 +109,11 @@ def module_config(module: nn.Module) -> dict[str, Any]:
 
 def build_module(type_name: str, config: dict[str, Any]) -> nn.Module:
     """Rebuilds a module recorded as ``(type_name, config)``."""
-    cls = _BUILDERS.get(type_name)
+    cls = BUILDERS.lookup(type_name)
     if cls is None:
         raise FormatError(
             f"the .slim plan names module type {type_name!r}, which is not registered; known: "
-            f"{sorted(_BUILDERS)}. Import the package that defines it before loading."
+            f"{BUILDERS.list()}. Import the package that defines it before loading."
         )
     try:
         return cls(**config)

@@ -10,27 +10,25 @@ from collections.abc import Callable, Mapping
 
 import torch
 
+from ..._registry import Registry
 from ...graph.groups import ChannelGroup, member_rows
 
 __all__ = ["Importance", "register_importance", "importance_fn", "IMPORTANCES"]
 
 Params = Mapping[str, torch.Tensor]
 Importance = Callable[[ChannelGroup, Params, Params], torch.Tensor]
-IMPORTANCES: dict[str, Importance] = {}
+IMPORTANCES: Registry[Importance] = Registry(
+    "importance", "name", hint="Register one with @slimtorch.register_importance('name')."
+)
 
 
-def register_importance(name: str) -> Callable[[Importance], Importance]:
+def register_importance(name: str, *, override: bool = False) -> Callable[[Importance], Importance]:
     """Registers ``fn(group, params, grads) -> scores``; ``grads`` is empty unless needed."""
-
-    def wrap(fn: Importance) -> Importance:
-        IMPORTANCES[name] = fn
-        return fn
-
-    return wrap
+    return IMPORTANCES.register(name, override=override)
 
 
 def importance_fn(name: str) -> Importance:
-    return IMPORTANCES[name]
+    return IMPORTANCES.get(name)
 
 
 def _weight_members(group: ChannelGroup, params: Params):

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..._registry import Registry
 from .options import Pattern
 
 __all__ = [
@@ -35,10 +36,16 @@ __all__ = [
 ]
 
 Criterion = Callable[[torch.Tensor], torch.Tensor]
-WEIGHT_CRITERIA: dict[str, Criterion] = {}
+WEIGHT_CRITERIA: Registry[Criterion] = Registry(
+    "weight criterion",
+    "name",
+    hint="Register one with @slimtorch.register_weight_criterion('name').",
+)
 
 
-def register_weight_criterion(name: str) -> Callable[[Criterion], Criterion]:
+def register_weight_criterion(
+    name: str, *, override: bool = False
+) -> Callable[[Criterion], Criterion]:
     """Registers ``fn(magnitudes[U]) -> scores[U]`` (higher is kept) for one layer's units.
 
     Example:
@@ -47,11 +54,7 @@ def register_weight_criterion(name: str) -> Callable[[Criterion], Criterion]:
         ...     return m * m
     """
 
-    def wrap(fn: Criterion) -> Criterion:
-        WEIGHT_CRITERIA[name] = fn
-        return fn
-
-    return wrap
+    return WEIGHT_CRITERIA.register(name, override=override)
 
 
 @register_weight_criterion("magnitude")
@@ -123,7 +126,7 @@ def unit_scores(
     Returns:
         ``(scores[U], unit_size)``; units with no alive weight score ``-inf``.
     """
-    scores = WEIGHT_CRITERIA[criterion](unit_magnitudes(weight, kind)).float().clone()
+    scores = WEIGHT_CRITERIA.get(criterion)(unit_magnitudes(weight, kind)).float().clone()
     dead = ~_units(alive, kind).any(1)
     scores[dead] = -math.inf
     return scores, _units(alive, kind).shape[1]
@@ -217,7 +220,7 @@ def nm_keep(
     """
     assert weight.shape[1] % pattern.m == 0, "caller checks divisibility"
     inner = weight.detach().movedim(1, -1)  # [out, *k, in]: blocks run along the input dim
-    scores = WEIGHT_CRITERIA[criterion](inner.float().abs().flatten()).float().clone()
+    scores = WEIGHT_CRITERIA.get(criterion)(inner.float().abs().flatten()).float().clone()
     scores[~alive.movedim(1, -1).flatten()] = -math.inf
     blocks = scores.view(-1, pattern.m)
     top = torch.topk(blocks, pattern.n, dim=1).indices
