@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from slimtorch.measure.latency import fixed_threads
+from slimtorch.measure.timing import interleaved_times
 from slimtorch.prune.weights.api import make_permanent_, prune_weights_
 from slimtorch.prune.weights.sparse_infer import SparseConv2d, SparseLinear
 from slimtorch.report.table import format_table
@@ -57,15 +58,8 @@ def semi_structured_status() -> str:
 
 
 def time_interleaved(fns, x, warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        for f in fns:
-            f(x)
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, f in enumerate(fns):
-            t0 = time.perf_counter()
-            f(x)
-            times[i].append(time.perf_counter() - t0)
+    runs = [lambda f=f: f(x) for f in fns]
+    times = interleaved_times(runs, warmup=warmup, rounds=repeats)
     return [1e3 * statistics.median(t) for t in times]
 
 

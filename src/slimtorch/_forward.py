@@ -149,3 +149,24 @@ def forward_error(model: nn.Module, stack: ModuleStack, exc: Exception) -> Forwa
         "inputs), e.g. torch.randn(1, 3, 224, 224) for an ImageNet classifier.",
         module,
     )
+
+
+def capture_inputs(model: nn.Module, example_inputs: Inputs, names: list[str]) -> dict[str, Any]:
+    """The first positional input each named module receives in one eval-mode forward
+    (detached; modules not called are missing from the result)."""
+    captured: dict[str, Any] = {}
+    handles = []
+    for name in names:
+
+        def hook(module: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
+            if name not in captured and args:
+                captured[name] = args[0].detach() if isinstance(args[0], torch.Tensor) else args[0]
+
+        handles.append(model.get_submodule(name).register_forward_pre_hook(hook))
+    try:
+        with eval_mode(model), torch.no_grad():
+            run_forward(model, example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return captured

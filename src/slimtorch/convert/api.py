@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from .._forward import Inputs, check_model, check_threads, eval_mode, run_forward
+from .._forward import Inputs, capture_inputs, check_model, check_threads, eval_mode, run_forward
 from .._validate import check_number, suggest
 from ..edit.modules import replace_module_
 from ..errors import ConfigError, ConvertError
@@ -42,26 +42,6 @@ def relative_error(reference: Any, approx: Any) -> float:
     num = sum(float((b.double() - a.double()).square().sum()) for a, b in zip(ref, new))
     den = sum(float(a.double().square().sum()) for a in ref)
     return math.sqrt(num) / max(math.sqrt(den), 1e-30)
-
-
-def capture_inputs(model: nn.Module, example_inputs: Inputs, names: list[str]) -> dict[str, Any]:
-    """The first positional input each named module receives in one eval-mode forward."""
-    captured: dict[str, Any] = {}
-    handles = []
-    for name in names:
-
-        def hook(module: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
-            if name not in captured and args:
-                captured[name] = args[0].detach() if isinstance(args[0], torch.Tensor) else args[0]
-
-        handles.append(model.get_submodule(name).register_forward_pre_hook(hook))
-    try:
-        with eval_mode(model), torch.no_grad():
-            run_forward(model, example_inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return captured
 
 
 def _check_layers(model: nn.Module, layers: Layers) -> list[str] | None:

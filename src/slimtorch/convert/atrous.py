@@ -23,6 +23,7 @@ from .._registry import Registry
 from .._validate import check_int
 from ..edit.modules import replace_module_
 from ..errors import ConfigError, ConvertError, ForwardError
+from ..graph.ops import WINDOWED
 from ..graph.trace import trace
 from ..nn._registry import build_module, module_config
 from .api import _check_layers
@@ -31,17 +32,6 @@ __all__ = ["dilate_to_restore", "dilator"]
 
 aten = torch.ops.aten
 
-_WINDOWED = {
-    aten.convolution,
-    aten._convolution,
-    aten.max_pool2d,
-    aten.max_pool2d_with_indices,
-    aten.avg_pool2d,
-    aten.max_pool1d,
-    aten.avg_pool1d,
-    aten.max_pool3d_with_indices,
-    aten.avg_pool3d,
-}
 
 Dilator = Callable[[nn.Module, int, int], nn.Module]
 DILATORS: Registry[Dilator] = Registry(
@@ -157,7 +147,7 @@ def dilate_to_restore(
         if node.module in names or not any(t in dense for t in node.inputs):
             continue
         dense.update(node.outputs)
-        if node.op.overloadpacket in _WINDOWED and node.module not in affected:
+        if node.op.overloadpacket in WINDOWED and node.module not in affected:
             affected.append(node.module)
     new: dict[str, nn.Module] = {}
     for name in names:

@@ -11,13 +11,11 @@ thread count; the others are reported with their timings.
 
 from __future__ import annotations
 
-import math
-import time
-
 import torch
 
 from .._forward import eval_mode
 from ..measure.latency import fixed_threads
+from ..measure.timing import interleaved_times
 from .registry import LayerRewrite
 from .result import SkippedLayer
 
@@ -51,20 +49,11 @@ def measure_layer(
     modules = (rewrite.before, rewrite.after)
     with eval_mode(rewrite.before), eval_mode(rewrite.after), torch.inference_mode():
         for t in threads:
-            best = [math.inf, math.inf]
             with fixed_threads(t):
-                for m in modules:  # warm-up: allocator, oneDNN primitive caches
-                    for _ in range(3):
-                        m(x)
-                began = time.perf_counter()
-                for n in range(rounds):
-                    for i, m in enumerate(modules):
-                        start = time.perf_counter()
-                        m(x)
-                        best[i] = min(best[i], time.perf_counter() - start)
-                    if n >= 5 and time.perf_counter() - began > budget_s:
-                        break
-            out[t] = (best[0] * 1e3, best[1] * 1e3)
+                before, after = interleaved_times(
+                    [lambda m=m: m(x) for m in modules], rounds=rounds, budget_s=budget_s
+                )
+            out[t] = (min(before) * 1e3, min(after) * 1e3)
     return out
 
 

@@ -1,17 +1,14 @@
 """CPU latency: ``benchmark`` for one model, ``compare`` for several, interleaved.
 
 Every timed run is one eval-mode forward under ``torch.inference_mode`` with the thread count
-fixed, timed on its own, so that percentiles and interleaving are possible.
-``torch.utils.benchmark.Timer`` is not used for the loop: its ``timeit`` adds two hidden warm-up
-runs to every call and ``blocked_autorange`` reports block means, not single runs.
+fixed, timed on its own by ``measure.timing.interleaved_times``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import statistics
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,8 +16,10 @@ import torch
 from torch import nn
 
 from .._forward import Inputs, check_model, check_threads, eval_mode, run_forward, split_inputs
+from .._validate import check_int
 from ..errors import ConfigError
 from ..report.table import format_table, human
+from .timing import interleaved_times
 
 __all__ = ["Comparison", "LatencyStats", "benchmark", "compare"]
 
@@ -78,20 +77,9 @@ def fixed_threads(threads: int):
         torch.set_num_threads(previous)
 
 
-def _runner(model: nn.Module, example_inputs: Inputs):
+def _runner(model: nn.Module, example_inputs: Inputs) -> Callable[[], Any]:
     args, kwargs = split_inputs(example_inputs)
-
-    def run() -> float:
-        start = time.perf_counter()
-        model(*args, **kwargs)
-        return time.perf_counter() - start
-
-    return run
-
-
-def _check_counts(warmup: int, repeats: int) -> None:
-    if warmup < 0 or repeats < 1:
-        raise ConfigError(f"warmup={warmup}, repeats={repeats}: use warmup >= 0 and repeats >= 1.")
+    return lambda: model(*args, **kwargs)
 
 
 def benchmark(
@@ -128,15 +116,15 @@ def benchmark(
     """
     check_model(model)
     n_threads = check_threads(threads)
-    _check_counts(warmup, repeats)
+    check_int("repeats", repeats)
     with eval_mode(model), torch.inference_mode(), fixed_threads(n_threads):
         run_forward(model, example_inputs)  # a failing forward is named before timing
-        run = _runner(model, example_inputs)
-        for _ in range(warmup):
-            run()
-        times: list[float] = []
-        while len(times) < repeats or sum(times) < min_time_s:
-            times.append(run())
+        (times,) = interleaved_times(
+            [_runner(model, example_inputs)],
+            warmup=warmup,
+            rounds=repeats,
+            min_time_s=min_time_s,
+        )
     return LatencyStats.from_times(times, n_threads, _batch_size(example_inputs))
 
 
@@ -200,23 +188,16 @@ def compare(
 
     if not models:
         raise ConfigError("compare() got no models; pass a dict such as {'resnet50': model}.")
-    if rounds < 1 or per_round < 1:
-        raise ConfigError(f"rounds={rounds}, per_round={per_round}: both must be >= 1.")
     n_threads = check_threads(threads)
     reports = {name: analyze(check_model(m), example_inputs) for name, m in models.items()}
-    times: dict[str, list[float]] = {name: [] for name in models}
     with contextlib.ExitStack() as stack:
         for m in models.values():
             stack.enter_context(eval_mode(m))
         stack.enter_context(torch.inference_mode())
         stack.enter_context(fixed_threads(n_threads))
-        runners = {n: _runner(m, example_inputs) for n, m in models.items()}
-        for run in runners.values():
-            for _ in range(warmup):
-                run()
-        for _ in range(rounds):
-            for name, run in runners.items():
-                times[name].extend(run() for _ in range(per_round))
+        runs = [_runner(m, example_inputs) for m in models.values()]
+        measured = interleaved_times(runs, warmup=warmup, rounds=rounds, per_round=per_round)
+        times = dict(zip(models, measured))
     batch = _batch_size(example_inputs)
     rows = []
     for name in models:

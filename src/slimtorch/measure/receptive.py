@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..graph.ops import CONVOLUTIONS, POOLS
 from ..graph.trace import ModelGraph, OpNode
 
 __all__ = ["ReceptiveField", "receptive_fields"]
@@ -35,22 +36,14 @@ class ReceptiveField:
 def _window(graph: ModelGraph, node: OpNode) -> tuple[list[int], list[int], list[int]] | None:
     """Kernel, stride and dilation of a windowed op, or None."""
     packet = node.op.overloadpacket
-    if packet in (aten.convolution, aten._convolution):
+    if packet in CONVOLUTIONS:
         w = graph.arg(node, 1).shape
         nd = len(w) - 2
         stride, dilation = list(graph.arg(node, 3)), list(graph.arg(node, 5))
         if graph.arg(node, 6, False):  # transposed convs widen the field without striding
             return list(w[2:]), [1] * nd, dilation
         return list(w[2:]), stride, dilation
-    if packet in (
-        aten.max_pool2d_with_indices,
-        aten.max_pool2d,
-        aten.avg_pool2d,
-        aten.max_pool3d_with_indices,
-        aten.avg_pool3d,
-        aten.max_pool1d,
-        aten.avg_pool1d,
-    ):
+    if packet in POOLS:
         kernel = list(graph.arg(node, 1))
         stride = list(graph.arg(node, 2, None) or kernel)
         nd = len(graph.tensors[node.outputs[0]].shape) - 2

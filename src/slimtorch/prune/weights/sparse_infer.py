@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ..._forward import Inputs, check_model, check_threads, run_forward
+from ..._forward import Inputs, capture_inputs, check_model, check_threads
 from ...edit.sparse import sparsify_module_
 from ...measure.latency import fixed_threads
+from ...measure.timing import interleaved_times
 from ...nn.sparse import SPARSE_DTYPES, SPARSE_KINDS, SparseConv2d, SparseLinear, conv_unsupported
 from ...report.table import format_table
 from .api import make_permanent_
@@ -90,37 +90,8 @@ class SparsifyResult:
 def _time_pair(
     dense: nn.Module, sparse: nn.Module, x: torch.Tensor, warmup: int, repeats: int
 ) -> tuple[float, float]:
-    for _ in range(warmup):
-        dense(x), sparse(x)
-    td, ts = [], []
-    for _ in range(repeats):  # interleaved, so drift of the machine hits both alike
-        t0 = time.perf_counter()
-        dense(x)
-        t1 = time.perf_counter()
-        sparse(x)
-        ts.append(time.perf_counter() - t1)
-        td.append(t1 - t0)
+    td, ts = interleaved_times([lambda: dense(x), lambda: sparse(x)], warmup=warmup, rounds=repeats)
     return 1e3 * statistics.median(td), 1e3 * statistics.median(ts)
-
-
-def _record_inputs(
-    model: nn.Module, names: list[str], example_inputs: Inputs
-) -> dict[str, torch.Tensor]:
-    seen: dict[str, torch.Tensor] = {}
-    hooks = []
-    for name in names:
-
-        def hook(module: nn.Module, args: tuple, name: str = name) -> None:
-            if args and isinstance(args[0], torch.Tensor):
-                seen.setdefault(name, args[0])
-
-        hooks.append(model.get_submodule(name).register_forward_pre_hook(hook))
-    try:
-        run_forward(model, example_inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
 
 
 def sparsify_for_inference(
@@ -165,7 +136,7 @@ def sparsify_for_inference(
     candidates = list(prunable_layers(work))
     result = SparsifyResult(work, threads=n_threads)
     with torch.inference_mode(), fixed_threads(n_threads):
-        inputs = _record_inputs(work, candidates, example_inputs)
+        inputs = capture_inputs(work, example_inputs, candidates)
         for name in candidates:
             module = work.get_submodule(name)
             w = getattr(module, prunable_layers(module)[""][1])

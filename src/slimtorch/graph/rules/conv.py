@@ -1,0 +1,42 @@
+"""Dimension rules: convolution (grouped and depthwise included)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..trace import OpNode, TensorRef
+from .engine import DimContext, register_rule
+
+aten = torch.ops.aten
+
+
+# -- convolution ------------------------------------------------------------------------------
+@register_rule(aten.convolution, aten._convolution)
+def _convolution(ctx: DimContext, node: OpNode) -> None:
+    x, w = node.args[0], node.args[1]
+    bias = node.args[2] if len(node.args) > 2 else None
+    transposed = bool(node.args[6]) if len(node.args) > 6 else False
+    groups = int(node.args[8]) if len(node.args) > 8 else 1
+    out = node.outputs[0]
+    ctx.same(x, 0, out, 0)
+    cin, cout = ctx.shape(x)[1], ctx.shape(out)[1]
+    g_atom = ctx.new_atom(groups)
+    i_atom = ctx.new_atom(cin // groups)
+    o_atom = ctx.new_atom(cout // groups)
+    ctx.unify(ctx.L(x, 1), [(g_atom, i_atom)])
+    ctx.unify(ctx.L(out, 1), [(g_atom, o_atom)])
+    if transposed:  # weight [Cin, Cout/groups, k...]
+        ctx.unify(ctx.L(w, 0), [(g_atom, i_atom)])
+        ctx.unify(ctx.L(w, 1), [(o_atom,)])
+        ctx.role(w, 0, "contract")
+        ctx.role(w, 1, "produce")
+    else:  # weight [Cout, Cin/groups, k...]
+        ctx.unify(ctx.L(w, 0), [(g_atom, o_atom)])
+        ctx.unify(ctx.L(w, 1), [(i_atom,)])
+        ctx.role(w, 0, "produce")
+        ctx.role(w, 1, "contract")
+        if cin // groups == 1:  # depthwise: a group is a channel
+            ctx.atoms.flag(g_atom, "produce")
+    if isinstance(bias, TensorRef):
+        ctx.unify(ctx.L(bias, 0), ctx.L(out, 1))
+    ctx.conv_groups.setdefault(node.module, [(g_atom,)])
