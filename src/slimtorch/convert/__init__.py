@@ -9,7 +9,7 @@ Example:
 
 from . import depthwise, dilated, fuse_bn, grouped, low_rank  # noqa: F401  (register kinds)
 from .api import capture_inputs, convert, relative_error
-from .atrous import dilate_to_restore
+from .atrous import dilate_to_restore, dilator
 from .depthwise import DepthwiseSeparable, DepthwiseSeparableOptions
 from .dilated import Dilated, DilatedOptions
 from .fuse_bn import FuseBN, FuseBNOptions, bn_pairs, foldable
@@ -45,6 +45,7 @@ __all__ = [
     "conversion_kinds",
     "convert",
     "dilate_to_restore",
+    "dilator",
     "foldable",
     "get_conversion",
     "register_conversion",

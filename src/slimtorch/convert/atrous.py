@@ -159,7 +159,7 @@ def dilate_to_restore(
             raise ConvertError(
                 f"{name or 'the model forward'!r} ({type(module).__name__}) runs a windowed op "
                 f"after the removed stride and cannot be dilated; register it with "
-                "@slimtorch.convert.atrous.dilator or choose an earlier layer."
+                "@slimtorch.convert.dilator or choose an earlier layer."
             )
         try:
             new[name] = build(module, 1, factor)

@@ -4,7 +4,7 @@ A conversion kind (``"low_rank"``, ``"fuse_bn"``, ...) is a ``Conversion`` subcl
 registered with ``@register_conversion``. Its per-module-type knowledge lives in its own rule
 table, filled with ``@MyConversion.rule(nn.Linear)``, so users can teach a kind their own
 layer types without touching slimtorch. A rule builds the new module from the old one and
-never mutates the model: ``slimtorch.convert`` swaps modules in one place.
+never mutates the model: ``slimtorch.convert`` swaps modules through ``slimtorch.edit``.
 
 Example:
     >>> from slimtorch.convert.low_rank import LowRank

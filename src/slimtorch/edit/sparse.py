@@ -46,10 +46,8 @@ def sparsify_module_(
 
 def densified(model: nn.Module) -> nn.Module:
     """``model``, or a copy whose sparse layers are dense again (for saving)."""
-    names = [n for n, m in model.named_modules() if hasattr(m, "to_dense") and n]
-    if not names:
+    sparse = [m for n, m in model.named_modules() if hasattr(m, "to_dense") and n]
+    if not sparse:
         return model
-    model = copy.deepcopy(model)
-    for name in names:
-        _swap(model, name, model.get_submodule(name).to_dense())
-    return model
+    # The copy gets dense twins in place of the sparse layers (CSR tensors cannot be copied).
+    return copy.deepcopy(model, {id(m): m.to_dense() for m in sparse})

@@ -28,6 +28,13 @@ def _csr(weight: torch.Tensor) -> torch.Tensor:
         return weight.detach().to_sparse_csr()
 
 
+def _set_dense(dense: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    # clone(): tensors made under inference_mode cannot be updated in place outside it.
+    dense.weight = nn.Parameter(weight.clone())
+    if bias is not None:
+        dense.bias = nn.Parameter(bias.clone())
+
+
 class SparseLinear(nn.Module):
     """``nn.Linear`` with its weight stored as a CSR matrix, for inference.
 
@@ -53,13 +60,14 @@ class SparseLinear(nn.Module):
     def from_dense(cls, linear: nn.Linear) -> SparseLinear:
         return cls(linear.weight, linear.bias)
 
+    def __deepcopy__(self, memo: dict) -> SparseLinear:
+        # CSR tensors have no storage that copy.deepcopy could copy.
+        return SparseLinear.from_dense(self.to_dense()).train(self.training)
+
     def to_dense(self) -> nn.Linear:
         """The equivalent ``nn.Linear`` (what ``.slim`` files store; loading sparsifies again)."""
         dense = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        with torch.no_grad():
-            dense.weight.copy_(self.weight.to_dense())
-            if self.bias is not None:
-                dense.bias.copy_(self.bias)
+        _set_dense(dense, self.weight.to_dense(), self.bias)
         return dense
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,6 +106,9 @@ class SparseConv2d(nn.Module):
         self.register_buffer("weight", _csr(weight))
         self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
 
+    def __deepcopy__(self, memo: dict) -> SparseConv2d:
+        return SparseConv2d(self.to_dense()).train(self.training)
+
     def to_dense(self) -> nn.Conv2d:
         """The equivalent ``nn.Conv2d`` (what ``.slim`` files store)."""
         dense = nn.Conv2d(
@@ -109,10 +120,7 @@ class SparseConv2d(nn.Module):
             self.dilation,
             bias=self.bias is not None,
         )
-        with torch.no_grad():
-            dense.weight.copy_(self.weight.to_dense().reshape(dense.weight.shape))
-            if self.bias is not None:
-                dense.bias.copy_(self.bias)
+        _set_dense(dense, self.weight.to_dense().reshape(dense.weight.shape), self.bias)
         return dense
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

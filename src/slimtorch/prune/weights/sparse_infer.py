@@ -163,7 +163,8 @@ def sparsify_for_inference(
             if note:
                 result.layers.append(LayerTiming(**row, note=note))
                 continue
-            sparse = SPARSE_KINDS.get(type(module))(module)
+            with torch.inference_mode(False):  # a model that can be copied and saved later
+                sparse = SPARSE_KINDS.get(type(module))(module)
             x = inputs[name]
             d_ms, s_ms = _time_pair(module, sparse, x, warmup, repeats)
             switched = d_ms / s_ms >= min_speedup

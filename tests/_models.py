@@ -1,0 +1,27 @@
+"""Small models built by a factory spec (``_models:NAME``), so ``.slim`` files can rebuild them."""
+
+import torch
+from torch import nn
+
+
+def small_cnn(num_classes: int = 10) -> nn.Module:
+    """Conv 5x5 + BN, conv 3x3 + BN, pooling, two Linear layers: every conversion applies."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 5, padding=2),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 64),
+        nn.ReLU(),
+        nn.Linear(64, num_classes),
+    )
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):  # non-trivial statistics, so folding is tested
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return net.eval()
