@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
 from ._validate import check_int
 from .errors import ForwardError, InputError
@@ -170,3 +172,14 @@ def capture_inputs(model: nn.Module, example_inputs: Inputs, names: list[str]) -
         for h in handles:
             h.remove()
     return captured
+
+
+def relative_error(reference: Any, approx: Any) -> float:
+    """``||approx - reference|| / ||reference||`` over all tensors of two (nested) outputs."""
+    ref = [t for t in tree_flatten(reference)[0] if isinstance(t, torch.Tensor)]
+    new = [t for t in tree_flatten(approx)[0] if isinstance(t, torch.Tensor)]
+    if not ref or len(ref) != len(new):
+        return math.nan  # outputs we cannot compare: say so rather than report 0
+    num = sum(float((b.double() - a.double()).square().sum()) for a, b in zip(ref, new))
+    den = sum(float(a.double().square().sum()) for a in ref)
+    return math.sqrt(num) / max(math.sqrt(den), 1e-30)

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
-from .._forward import Inputs, capture_inputs, check_model, check_threads, eval_mode, run_forward
+from .._forward import (
+    Inputs,
+    capture_inputs,
+    check_model,
+    check_threads,
+    eval_mode,
+    relative_error,
+    run_forward,
+)
 from .._validate import check_number, suggest
 from ..edit.modules import replace_module_
 from ..errors import ConfigError, ConvertError
@@ -31,17 +37,6 @@ from .result import ConvertedLayer, ConvertResult, SkippedLayer
 __all__ = ["capture_inputs", "convert", "relative_error"]
 
 Layers = None | str | Sequence[str]
-
-
-def relative_error(reference: Any, approx: Any) -> float:
-    """``||approx - reference|| / ||reference||`` over all tensors of two (nested) outputs."""
-    ref = [t for t in tree_flatten(reference)[0] if isinstance(t, torch.Tensor)]
-    new = [t for t in tree_flatten(approx)[0] if isinstance(t, torch.Tensor)]
-    if not ref or len(ref) != len(new):
-        return math.nan  # outputs we cannot compare: say so rather than report 0
-    num = sum(float((b.double() - a.double()).square().sum()) for a, b in zip(ref, new))
-    den = sum(float(a.double().square().sum()) for a in ref)
-    return math.sqrt(num) / max(math.sqrt(den), 1e-30)
 
 
 def _check_layers(model: nn.Module, layers: Layers) -> list[str] | None:

@@ -158,15 +158,23 @@ class Atoms:
             self.flag(ra, name)
         return ok
 
+    def layout_size(self, layout: Layout) -> int:
+        """Total number of indices of a layout."""
+        return sum(self.seg_size(seg) for seg in self.expand(layout))
+
     def unify(self, left: Layout, right: Layout) -> bool:
         """Makes two layouts of the same total size the same index space.
 
-        Returns False (after freezing both) when the structures cannot be reconciled.
+        Returns False (after freezing both) when the structures cannot be reconciled, and
+        for layouts of different total size, which no rule should ask for.
         """
         if len(left) == 1 == len(right) and len(left[0]) == 1 == len(right[0]):
             a, b = self.find(left[0][0]), self.find(right[0][0])
             if a not in self.refine and b not in self.refine and self.size[a] == self.size[b]:
                 return self.union(a, b)  # the common case: one atom each
+        if self.layout_size(left) != self.layout_size(right):
+            self._give_up(left, right)
+            return False
         done = 0  # size of the prefix already unified; segment boundaries align there
         for _ in range(100_000):
             version = self.version

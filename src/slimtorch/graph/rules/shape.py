@@ -184,8 +184,6 @@ def _slice(ctx: DimContext, node: OpNode) -> None:
     start = node.args[2] if len(node.args) > 2 and node.args[2] is not None else 0
     end = node.args[3] if len(node.args) > 3 and node.args[3] is not None else n
     step = node.args[4] if len(node.args) > 4 else 1
-    start = max(0, min(n, start + n if start < 0 else start))
-    end = max(start, min(n, end + n if end < 0 else end))
     for d in range(nd):
         if d != dim:
             ctx.same(x, d, out, d)
@@ -193,19 +191,43 @@ def _slice(ctx: DimContext, node: OpNode) -> None:
         ctx.freeze_dim(x, dim, f"strided slice in '{node.module}'")
         ctx.freeze_dim(out, dim, "strided slice")
         return
-    parts: Layout = []
-    if start:
-        parts.append((ctx.new_atom(start),))
-    if end > start:
-        parts.extend(ctx.L(out, dim))
-    if n - end:
-        parts.append((ctx.new_atom(n - end),))
-    ctx.unify(ctx.L(x, dim), parts)
-    ctx.alias(
-        out,
-        x.tid,
-        list(range(nd)) if (start, end) == (0, n) else [d if d != dim else None for d in range(nd)],
-    )
+    lo = max(0, min(n, start + n if start < 0 else start))
+    hi = max(lo, min(n, end + n if end < 0 else end))
+    if (lo, hi) == (0, n):
+        ctx.identity(x, out)
+        ctx.alias(out, x.tid, list(range(nd)))
+        return
+    # The bounds are numbers in the model's code: a bound >= 0 fixes how many channels come
+    # before it, a negative one how many come after it. Those regions keep their size.
+    keep_prefix = start > 0 or (0 <= end < n)
+    keep_segment = start < 0 or (0 <= end < n)
+    keep_suffix = start < 0 or end < 0
+    _bounded(ctx, node, x, dim, out, (lo, hi, n), (keep_prefix, keep_segment, keep_suffix))
+    ctx.alias(out, x.tid, [d if d != dim else None for d in range(nd)])
+
+
+def _bounded(
+    ctx: DimContext,
+    node: OpNode,
+    x: TensorRef,
+    dim: int,
+    out: int | None,
+    bounds: tuple[int, int, int],
+    keep: tuple[bool, bool, bool],
+) -> None:
+    """Splits ``x``'s dim into prefix | segment | suffix; the segment is ``out``'s dim (or a
+    new atom when ``out`` is None) and the regions in ``keep`` are frozen."""
+    lo, hi, n = bounds
+    reason = f"sliced at fixed positions in '{node.module}' (op {node.name})"
+    regions: list[Layout] = [
+        [(ctx.new_atom(lo),)] if lo else [],
+        (ctx.L(out, dim) if out is not None else [(ctx.new_atom(hi - lo),)]) if hi > lo else [],
+        [(ctx.new_atom(n - hi),)] if n - hi else [],
+    ]
+    ctx.unify(ctx.L(x, dim), [seg for region in regions for seg in region])
+    for region, frozen in zip(regions, keep):
+        if frozen and region:
+            ctx.atoms.freeze_layout(ctx.atoms.expand(region), reason)
 
 
 @register_rule(aten.select)
@@ -214,17 +236,13 @@ def _select(ctx: DimContext, node: OpNode) -> None:
     nd = len(ctx.shape(x))
     dim = int(node.args[1]) % nd
     n = ctx.shape(x)[dim]
-    index = int(node.args[2]) % n
+    index = int(node.args[2])
     for d in range(nd):
         if d != dim:
             ctx.same(x, d, out, d - (d > dim))
-    parts: Layout = []
-    if index:
-        parts.append((ctx.new_atom(index),))
-    parts.append((ctx.new_atom(1),))
-    if n - index - 1:
-        parts.append((ctx.new_atom(n - index - 1),))
-    ctx.unify(ctx.L(x, dim), parts)
+    i = index % n
+    keep = (index >= 0, True, index < 0)
+    _bounded(ctx, node, x, dim, None, (i, i + 1, n), keep)
 
 
 @register_rule(aten.index)

@@ -16,18 +16,16 @@ import torch
 from torch import nn
 
 from ..._forward import Inputs, check_model, eval_mode, split_inputs
-from ...edit.channels import slice_channels_
-from ...edit.log import carry_metadata, record_edit
-from ...errors import ForwardError, PruneError
-from ...graph.groups import ChannelGroup, GroupSet, build_groups
+from ...errors import PruneError
+from ...graph.groups import ChannelGroup, build_groups
 from ...graph.trace import ModelGraph, trace
 from ...io.spec import remember_origin
 from ...measure.analyze import count_macs
 from ...report.table import format_table, human
+from .fallback import Pruner
 from .importance import importance_fn
 from .options import ChannelOptions, check_module_names
-from .plan import conv_groups, group_rows, plan_groups, tensor_plan
-from .solve import solve_ratio
+from .plan import group_rows
 
 __all__ = ["PruneResult", "prune_channels"]
 
@@ -177,9 +175,9 @@ def prune_channels(
     scores = {g.atom: score(g, params, grads) for g in groups}
     group_ratio = _group_ratios(groups, opts)
 
-    pruned, after, groups, keep, r, edit = _prune_until_it_runs(
-        model, work, example_inputs, graph, gset, groups, scores, opts, group_ratio, meta, warnings
-    )
+    original = _unwrap(model, [])
+    pruner = Pruner(original, work, example_inputs, graph, gset, scores, opts, group_ratio, meta)
+    pruned, after, groups, keep, r, edit = pruner.run(groups, warnings)
     plan = {
         "ratio": r,
         "importance": opts.importance,
@@ -242,90 +240,3 @@ def _group_ratios(groups: Sequence[ChannelGroup], opts: ChannelOptions) -> dict[
         for g in groups
         if any(m in opts.ratios for m in g.modules)
     }
-
-
-def _prune_until_it_runs(
-    model: nn.Module,
-    work: nn.Module,
-    example_inputs: Inputs,
-    graph: ModelGraph,
-    gset: GroupSet,
-    groups: list[ChannelGroup],
-    scores: Mapping[int, torch.Tensor],
-    opts: ChannelOptions,
-    group_ratio: Mapping[int, float],
-    meta: bool,
-    warnings: list[str],
-) -> tuple[nn.Module, ModelGraph, list[ChannelGroup], dict[int, torch.Tensor], float, dict]:
-    """Plans, slices and checks that the pruned model runs; where a module's forward rejects
-    its pruned shapes (a size hard-coded in its code), keeps its channels and plans again,
-    rather than return a model that does not run."""
-    excluded: set[int] = set()
-    for _ in range(8):
-        active = [g for g in groups if g.atom not in excluded]
-        if opts.target_macs is not None:
-            r = solve_ratio(work, example_inputs, gset, active, scores, opts, group_ratio)
-        else:
-            r = float(opts.ratio)
-        keep = plan_groups(active, scores, r, opts, group_ratio)
-        # A retry starts again from the untouched input model.
-        pruned = work if not excluded else carry_metadata(work, copy.deepcopy(_unwrap(model, [])))
-        edit, config_warnings = slice_channels_(
-            pruned,
-            tensor_plan(gset, keep),
-            conv_groups(gset, keep),
-            record=False,  # recorded once it runs: a retry starts from a clean log
-            why={"by": "prune_channels", "options": opts.to_dict()},
-        )
-        failed = _check_runs(pruned, example_inputs, graph, meta)
-        if not isinstance(failed, ForwardError):
-            record_edit(pruned, edit, owned=True)
-            warnings.extend(config_warnings)
-            return pruned, failed, active, keep, r, edit
-        blamed, bad_type = _blame(work, active, failed)
-        excluded |= blamed
-        warnings.append(
-            f"kept channels around '{failed.module}' and every {bad_type.__name__}: its forward "
-            f"did not accept pruned shapes ({str(failed).split(': ', 2)[-1][:120]})"
-        )
-    raise PruneError("internal error: pruning did not converge to a runnable model")
-
-
-def _blame(
-    work: nn.Module, active: Sequence[ChannelGroup], failed: ForwardError
-) -> tuple[set[int], type]:
-    modules = dict(work.named_modules())
-    bad_type = type(modules.get(failed.module)) if failed.module in modules else None
-    suspects = {n for n, m in modules.items() if bad_type is not None and type(m) is bad_type}
-    blamed = {
-        g.atom for g in active if any(_owned_by(m.param, s) for m in g.members for s in suspects)
-    }
-    if not failed.module or not blamed or bad_type is None:
-        raise PruneError(
-            f"internal error: the pruned model does not run ({failed}). Please report it; "
-            "pass the failing module in ignore=[...] to work around it."
-        ) from failed
-    return blamed, bad_type
-
-
-def _owned_by(param: str, module: str) -> bool:
-    return param.startswith(module + ".") if module else False
-
-
-def _check_runs(
-    model: nn.Module, example_inputs: Inputs, graph: ModelGraph, meta: bool
-) -> ModelGraph | ForwardError:
-    """The pruned model must run and keep the output shapes: returns its graph, or the
-    failure."""
-    try:
-        new = trace(model, example_inputs, meta=meta)
-    except ForwardError as exc:
-        return exc
-    old_shapes = [graph.tensors[t].shape for t in graph.outputs]
-    new_shapes = [new.tensors[t].shape for t in new.outputs]
-    if old_shapes != new_shapes:
-        raise PruneError(
-            f"internal error: output shapes changed from {old_shapes} to {new_shapes}; "
-            "please report it."
-        )
-    return new
