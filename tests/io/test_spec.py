@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torchvision
 
 import slimtorch as st
 from slimtorch.io.spec import default_input_shape, spec_of
@@ -39,3 +40,13 @@ def test_bad_specs(spec, match):
         return
     with pytest.raises(st.ModelSpecError, match=match):
         st.load_model(spec)
+
+
+def test_a_model_built_with_get_model_saves(tmp_path):
+    # RegNet's builder computes its widths with real tensors, so a meta-device build fails.
+    model = torchvision.models.get_model("regnet_y_400mf", num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    r = st.prune_channels(model, x, 0.5)
+    loaded = st.load(st.save(r, tmp_path / "regnet.slim"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), r.model(x), rtol=0, atol=0)

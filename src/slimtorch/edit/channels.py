@@ -229,6 +229,21 @@ def apply_prune_edit_(model: nn.Module, edit: Mapping[str, Any]) -> None:
             setattr(config, key, value)
 
 
+def _holders(model: nn.Module, names: set[str]) -> set[str]:
+    """Names of every module holding one of the named tensors (a tied weight has several)."""
+    ids = {
+        id(t)
+        for n, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers()]
+        if n in names
+    }
+    out = {n.rpartition(".")[0] for n in names}
+    for mname, module in model.named_modules(remove_duplicate=False):
+        items = [*module._parameters.values(), *module._buffers.values()]
+        if any(t is not None and id(t) in ids for t in items):
+            out.add(mname)
+    return out
+
+
 def slice_channels_(
     model: nn.Module,
     tensors: Mapping[str, Mapping[int, list[int]]],
@@ -249,8 +264,8 @@ def slice_channels_(
     Returns:
         The recorded edit, and warnings (a Hugging Face config that could not follow).
     """
+    touched = _holders(model, set(tensors))  # tied weights: every module holding the tensor
     apply_prune_edit_(model, {"tensors": tensors})
-    touched = {name.rpartition(".")[0] for name in tensors}
     attrs = module_attrs(model, touched, conv_groups or {})
     edit: dict[str, Any] = {"op": "prune", "tensors": {}, "attrs": attrs}
     apply_prune_edit_(model, edit)

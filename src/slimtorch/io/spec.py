@@ -6,9 +6,11 @@ the architecture without pickling code.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -206,11 +208,42 @@ def _same_shapes(built: nn.Module, model: nn.Module) -> bool:
     return _shapes(built) == _shapes(model)
 
 
+@contextlib.contextmanager
+def _weights_on_meta() -> Iterator[None]:
+    """Parameters and buffers registered inside go to the ``meta`` device; other tensors (a
+    builder computing its widths with ``torch.arange(...).tolist()``) stay real."""
+    Module = nn.Module
+    register_parameter, register_buffer = Module.register_parameter, Module.register_buffer
+
+    def param(self: nn.Module, name: str, p: nn.Parameter | None) -> None:
+        if p is not None and not p.is_meta:
+            p = nn.Parameter(p.detach().to("meta"), p.requires_grad)
+        register_parameter(self, name, p)
+
+    def buffer(self: nn.Module, name: str, b: torch.Tensor | None, persistent: bool = True) -> None:
+        register_buffer(self, name, b.to("meta") if b is not None else None, persistent)
+
+    nn.Module.register_parameter, nn.Module.register_buffer = param, buffer  # type: ignore
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = (
+            register_parameter,
+            register_buffer,
+        )
+
+
 def _meta_build(fn: Any, **kwargs: Any) -> nn.Module | None:
+    """The model ``fn(**kwargs)`` builds, without memory for its weights (None if it fails)."""
     try:
         with torch.device("meta"):
             return fn(**kwargs)
-    except Exception:  # builders that need real tensors, or other kwargs
+    except Exception:  # builders that compute with real tensors, or that reject the kwargs
+        pass
+    try:
+        with _weights_on_meta():
+            return fn(**kwargs)
+    except Exception:
         return None
 
 

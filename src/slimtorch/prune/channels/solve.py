@@ -12,7 +12,7 @@ from torch.utils._pytree import tree_map
 
 from ..._forward import Inputs
 from ...edit.channels import slice_channels_
-from ...errors import PruneError
+from ...errors import ForwardError, PruneError
 from ...graph.groups import ChannelGroup, GroupSet
 from ...graph.trace import trace
 from ...measure.analyze import count_macs
@@ -20,6 +20,21 @@ from .options import ChannelOptions
 from .plan import conv_groups, plan_groups, tensor_plan
 
 __all__ = ["solve_ratio"]
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` on the ``meta`` device (no memory, no arithmetic); unlike
+    ``.to("meta")`` it keeps tied weights tied (an embedding shared with the LM head)."""
+    memo: dict[int, Any] = {}
+    named = [
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    ]
+    for _, t in named:
+        if id(t) not in memo:
+            m = torch.empty_like(t, device="meta")
+            memo[id(t)] = nn.Parameter(m, t.requires_grad) if isinstance(t, nn.Parameter) else m
+    return copy.deepcopy(model, memo)
 
 
 def _to_meta(x: Any) -> Any:
@@ -37,12 +52,20 @@ def solve_ratio(
 ) -> float:
     """Bisection on the ratio until the pruned model's MACs reach ``target_macs``."""
     meta_inputs = _to_meta(example_inputs)
+    real = [False]  # switched on when the forward needs real values (``.item()``, ...)
 
     def macs_at(r: float) -> int:
-        probe = copy.deepcopy(work).to("meta")
         keep = plan_groups(groups, scores, r, opts, group_ratio)
+        if not real[0]:
+            probe = meta_copy(work)
+            slice_channels_(probe, tensor_plan(gset, keep), conv_groups(gset, keep), record=False)
+            try:
+                return sum(count_macs(trace(probe, meta_inputs)).values())
+            except ForwardError:
+                real[0] = True
+        probe = copy.deepcopy(work)
         slice_channels_(probe, tensor_plan(gset, keep), conv_groups(gset, keep), record=False)
-        return sum(count_macs(trace(probe, meta_inputs)).values())
+        return sum(count_macs(trace(probe, example_inputs)).values())
 
     target = int(opts.target_macs)
     hi = 0.95 if opts.scope == "local" else opts.max_ratio
