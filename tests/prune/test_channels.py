@@ -180,3 +180,30 @@ def test_rows_pruning_ends_in_a_smaller_model():
     assert 64 > r.model.conv1.out_channels >= 64 - len(zeroed["conv1"])
     assert r.after["params"] < r.before["params"]
     check_pruned(model, r, X64)
+
+
+class _Split(nn.Module):
+    """Splits by sizes written in the code: pruning the split conv cannot follow them."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.a, self.b, self.c = nn.Conv2d(3, 32, 1), nn.Conv2d(16, 4, 1), nn.Conv2d(16, 4, 1)
+        self.d, self.e = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        p, q = torch.split(y, [16, 16], 1) if self.how == "list" else torch.split(y, 16, 1)
+        return self.b(p) + self.c(q) + self.e(self.d(x))
+
+
+@pytest.mark.parametrize("how", ["list", "int"])
+def test_fixed_split_sizes_keep_only_that_group_and_say_why(how):
+    model, x = _Split(how).eval(), torch.randn(1, 3, 4, 4)
+    r = st.prune_channels(model, x, 0.5, round_to=None)
+    assert r.model.a.out_channels == 32  # kept: the code splits at 16
+    assert r.model.d.out_channels == 4  # the rest still prunes (no whole class is frozen)
+    why = [w for w in r.warnings if w.startswith("kept channels of 'a'")]
+    assert why and "does not accept them pruned" in why[0]
+    with torch.no_grad():
+        assert r.model(x).shape == model(x).shape
