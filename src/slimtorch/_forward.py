@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -183,3 +184,29 @@ def relative_error(reference: Any, approx: Any) -> float:
     num = sum(float((b.double() - a.double()).square().sum()) for a, b in zip(ref, new))
     den = sum(float(a.double().square().sum()) for a in ref)
     return math.sqrt(num) / max(math.sqrt(den), 1e-30)
+
+
+def _non_leaf_tensors(value: Any, found: dict[int, torch.Tensor], depth: int = 0) -> None:
+    if isinstance(value, torch.Tensor):
+        if value.grad_fn is not None:
+            found[id(value)] = value
+    elif depth < 4 and isinstance(value, dict):
+        for v in value.values():
+            _non_leaf_tensors(v, found, depth + 1)
+    elif depth < 4 and isinstance(value, list | tuple):
+        for v in value:
+            _non_leaf_tensors(v, found, depth + 1)
+
+
+def copy_model(model: nn.Module, memo: dict[int, Any] | None = None) -> nn.Module:
+    """``copy.deepcopy`` that also copies tensors a forward cached with autograd history
+    (timm's LeViT caches its attention biases), which plain deepcopy refuses."""
+    memo = dict(memo or {})
+    found: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for key, value in module.__dict__.items():
+            if key not in ("_parameters", "_buffers", "_modules"):
+                _non_leaf_tensors(value, found)
+    for key, t in found.items():
+        memo.setdefault(key, t.detach().clone())
+    return copy.deepcopy(model, memo)

@@ -102,6 +102,12 @@ _K_NAMES = ("k_proj", "key", "k", "wk", "to_k")
 _QKV_NAMES = ("qkv", "c_attn", "in_proj", "Wqkv", "query_key_value", "to_qkv")
 
 
+@register_surgery("torchvision.models.vision_transformer.VisionTransformer")
+def _tv_vit(m: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
+    # Its forward reshapes the patch embedding by self.hidden_dim.
+    return {"hidden_dim": m.conv_proj.weight.shape[0]}  # read off the sliced tensor
+
+
 def _out_width(module: nn.Module) -> int | None:
     w = getattr(module, "weight", None)
     if not isinstance(w, torch.Tensor) or w.dim() != 2:

@@ -1,6 +1,7 @@
-"""Building blocks for efficient CNNs, and the registry ``.slim`` plans rebuild them from."""
+"""Building blocks for efficient CNNs and transformers, and the registry ``.slim`` rebuilds from."""
 
 from ._registry import build_module, module_config, register_module
+from .attention import PrunableMultiheadAttention
 from .blocks import ChannelPermute, ChannelShuffle, GroupedConv2d, valid_groups
 from .dilated import (
     dilated_conv2d,
@@ -18,6 +19,7 @@ __all__ = [
     "DepthwiseSeparableConv2d",
     "GroupedConv2d",
     "LowRankLinear",
+    "PrunableMultiheadAttention",
     "TuckerConv2d",
     "build_module",
     "dilated_conv2d",

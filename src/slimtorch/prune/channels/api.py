@@ -26,6 +26,7 @@ from .fallback import Pruner
 from .importance import importance_fn
 from .options import ChannelOptions, check_module_names
 from .plan import group_rows
+from .twins import swap_twins_
 
 __all__ = ["PruneResult", "prune_channels"]
 
@@ -162,6 +163,7 @@ def prune_channels(
     )
     warnings: list[str] = []
     work = _working_copy(model, opts, warnings)
+    swapped = swap_twins_(work, example_inputs)
     meta = sum(p.numel() for p in work.parameters()) > _META_PARAMS
     graph = trace(work, example_inputs, grad=True, meta=meta)
     warnings.extend(_unused_params(work, graph))
@@ -175,8 +177,7 @@ def prune_channels(
     scores = {g.atom: score(g, params, grads) for g in groups}
     group_ratio = _group_ratios(groups, opts)
 
-    original = _unwrap(model, [])
-    pruner = Pruner(original, work, example_inputs, graph, gset, scores, opts, group_ratio, meta)
+    pruner = Pruner(work, example_inputs, graph, gset, scores, opts, group_ratio, meta)
     pruned, after, groups, keep, r, edit = pruner.run(groups, warnings)
     plan = {
         "ratio": r,
@@ -185,6 +186,7 @@ def prune_channels(
         "options": opts.to_dict(),
         "groups": group_rows(groups, keep),
         "frozen": gset.frozen,
+        "swapped": swapped,
         "edit": edit,
     }
     used = graph.used_params

@@ -15,7 +15,6 @@ op and the error; a whole class of modules is never frozen.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._forward import Inputs, eval_mode, relative_error, run_forward
+from ..._forward import Inputs, copy_model, eval_mode, relative_error, run_forward
 from ...edit.channels import slice_channels_
 from ...edit.log import carry_metadata, record_edit
 from ...errors import ForwardError, PruneError
@@ -81,7 +80,6 @@ class Pruner:
 
     def __init__(
         self,
-        original: nn.Module,
         work: nn.Module,
         example_inputs: Inputs,
         graph: ModelGraph,
@@ -91,7 +89,8 @@ class Pruner:
         group_ratio: Mapping[int, float],
         meta: bool,
     ) -> None:
-        self.original, self.work, self.x = original, work, example_inputs
+        # ``work`` is never pruned itself: each attempt prunes a fresh copy of it.
+        self.original, self.work, self.x = work, work, example_inputs
         self.graph, self.gset, self.scores = graph, gset, scores
         self.opts, self.group_ratio, self.meta = opts, group_ratio, meta
         self.groups: list[ChannelGroup] = []
@@ -107,7 +106,7 @@ class Pruner:
         else:
             r = float(self.opts.ratio)
         keep = plan_groups(active, self.scores, r, self.opts, self.group_ratio)
-        pruned = carry_metadata(self.work, copy.deepcopy(self.original))
+        pruned = carry_metadata(self.work, copy_model(self.original))
         edit, config_warnings = slice_channels_(
             pruned,
             tensor_plan(self.gset, keep),
@@ -139,7 +138,7 @@ class Pruner:
         exact = self._pruned_exact(att)
         if not exact:
             return 0.0
-        ref = copy.deepcopy(self.original)
+        ref = copy_model(self.original)
         tensors = dict(ref.named_parameters(remove_duplicate=False))
         with torch.no_grad():
             for g in exact:

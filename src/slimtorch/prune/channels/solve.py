@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from ..._forward import Inputs
+from ..._forward import Inputs, copy_model
 from ...edit.channels import slice_channels_
 from ...errors import ForwardError, PruneError
 from ...graph.groups import ChannelGroup, GroupSet
@@ -34,7 +33,7 @@ def meta_copy(model: nn.Module) -> nn.Module:
         if id(t) not in memo:
             m = torch.empty_like(t, device="meta")
             memo[id(t)] = nn.Parameter(m, t.requires_grad) if isinstance(t, nn.Parameter) else m
-    return copy.deepcopy(model, memo)
+    return copy_model(model, memo)
 
 
 def _to_meta(x: Any) -> Any:
@@ -63,7 +62,7 @@ def solve_ratio(
                 return sum(count_macs(trace(probe, meta_inputs)).values())
             except ForwardError:
                 real[0] = True
-        probe = copy.deepcopy(work)
+        probe = copy_model(work)
         slice_channels_(probe, tensor_plan(gset, keep), conv_groups(gset, keep), record=False)
         return sum(count_macs(trace(probe, example_inputs)).values())
 
