@@ -14,19 +14,7 @@ MAC_EXEMPT: dict[str, str] = {}
 
 # What the oracle exposes and a later issue fixes (channel coverage). strict: a fix makes the
 # case pass, and the entry must then go.
-_SWIN = (
-    "keeps {:.1%} of its MACs: the window attention derives head_dim from its input width "
-    "(torchvision Swin), so every stage's embedding dim is frozen; only the MLP hidden dims "
-    "prune"
-)
-XFAIL: dict[str, str] = {
-    "torchvision:swin_t": _SWIN.format(0.853),
-    "torchvision:swin_s": _SWIN.format(0.834),
-    "torchvision:swin_b": _SWIN.format(0.833),
-    "torchvision:swin_v2_t": _SWIN.format(0.868),
-    "torchvision:swin_v2_s": _SWIN.format(0.857),
-    "torchvision:swin_v2_b": _SWIN.format(0.855),
-}
+XFAIL: dict[str, str] = {}
 
 
 def cases(source, names, slow=()):

@@ -376,3 +376,44 @@ def test_dilator_teaches_dilate_to_restore_a_user_conv():
         torch.testing.assert_close(out(x)[..., ::2, ::2], net(x), atol=1e-5, rtol=1e-5)
     finally:
         DILATORS.remove(ScaledConv)
+
+
+class Rigid(nn.Module):
+    """A user layer whose forward insists on its construction width."""
+
+    def __init__(self, width=16):
+        super().__init__()
+        self.width, self.lin = width, nn.Linear(width, width)
+
+    def forward(self, x):
+        assert x.shape[-1] == self.width, "Rigid needs its width"
+        return self.lin(x)
+
+
+class RigidNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.r, self.c = nn.Linear(6, 16), Rigid(), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.c(torch.relu(self.r(torch.relu(self.a(x)))))
+
+
+def test_register_twin_swaps_a_rigid_layer_for_a_prunable_one():
+    from slimtorch.prune.channels import register_twin
+    from slimtorch.prune.channels.twins import TWINS
+
+    x = torch.randn(4, 6)
+    kept = st.prune_channels(RigidNet(), x, 0.5, round_to=None)
+    assert kept.model.a.out_features == 16  # the assert in Rigid.forward rejects pruning
+
+    @register_twin(Rigid)
+    def _flexible(module):
+        return module.lin  # the same function, without the width check
+
+    try:
+        r = st.prune_channels(RigidNet(), x, 0.5, round_to=None)
+        assert r.plan["swapped"] == ["r"]
+        assert r.model.a.out_features == 8 and isinstance(r.model.r, nn.Linear)
+    finally:
+        TWINS.remove(Rigid)

@@ -12,6 +12,7 @@ from .dilated import (
 )
 from .lowrank import LowRankLinear, TuckerConv2d
 from .separable import DepthwiseSeparableConv2d, repeat_channels
+from .window_attention import PrunableWindowAttention
 
 __all__ = [
     "ChannelPermute",
@@ -20,6 +21,7 @@ __all__ = [
     "GroupedConv2d",
     "LowRankLinear",
     "PrunableMultiheadAttention",
+    "PrunableWindowAttention",
     "TuckerConv2d",
     "build_module",
     "dilated_conv2d",

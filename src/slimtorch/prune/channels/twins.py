@@ -2,7 +2,8 @@
 
 ``nn.MultiheadAttention`` packs q/k/v and checks its widths in its forward, so pruning could
 never shrink it. Before tracing, ``prune_channels`` swaps such modules for exact twins
-(``slimtorch.nn.PrunableMultiheadAttention``) through the edit layer, so the swap is recorded
+(``slimtorch.nn.PrunableMultiheadAttention``, ``PrunableWindowAttention`` for torchvision's
+Swin) through the edit layer, so the swap is recorded
 and ``.slim`` files rebuild it. A swap is kept only if the model's outputs do not change.
 """
 
@@ -20,10 +21,17 @@ from ...edit.modules import replace_module_
 from ...errors import ConfigError, ForwardError
 from ...nn._registry import module_config, module_type_name
 from ...nn.attention import PrunableMultiheadAttention
+from ...nn.window_attention import PrunableWindowAttention
 
 __all__ = ["TWINS", "register_twin", "swap_twins_"]
 
 Twin = Callable[[nn.Module], nn.Module]
+
+
+def _swin(module: nn.Module) -> nn.Module:
+    return PrunableWindowAttention.from_torch(module)
+
+
 TWINS: Registry[Twin] = Registry(
     "prunable twin",
     "class",
@@ -31,6 +39,8 @@ TWINS: Registry[Twin] = Registry(
     hint="Register one with @slimtorch.prune.channels.register_twin(MyLayer).",
 )
 TWINS.add(nn.MultiheadAttention, PrunableMultiheadAttention.from_torch)
+TWINS.add("torchvision.models.swin_transformer.ShiftedWindowAttention", _swin)
+TWINS.add("torchvision.models.swin_transformer.ShiftedWindowAttentionV2", _swin)
 
 _TOLERANCE = 1e-4
 

@@ -1,0 +1,324 @@
+"""Zoo coverage: which models slimtorch and Torch-Pruning can prune, one table.
+
+Both tools prune each model at ratio 0.5 with L1 importance: ``st.prune_channels(model, x,
+0.5)`` and Torch-Pruning as its README shows (``MetaPruner``, ``GroupMagnitudeImportance(p=1)``,
+``pruning_ratio=0.5``, ``ignored_layers`` = the classifier: every Linear/Conv with 1000
+outputs; ``num_heads`` for ``nn.MultiheadAttention`` and timm ``qkv`` attention, whose head
+metadata is fixed up after ``step()`` as TP leaves it to the user). A tool that raises, or whose
+pruned model fails a forward, is a row with the error, never a crash.
+
+Models:
+
+- torchvision: every classifier, ``torchvision.models.list_models(module=torchvision.models)``,
+  at the zoo tests' sizes: 64x64, maxvit 224, inception 96, ``vit_*`` built with
+  ``image_size=64`` (vit_h_14: 56, its patch is 14).
+- timm, one model per model module, by rule: ``timm.list_models()`` is grouped by the module
+  that defines each entrypoint (``timm.models._registry.list_modules()`` and
+  ``timm.list_models(module=m)``); from each module the model with the fewest parameters is
+  taken, counted by building it on the meta device (ties: the first name); a model that fails
+  to build on meta is skipped for the next smallest. Input: ``pretrained_cfg['input_size']``,
+  or the smallest of 64, 96, 128, 160, 224 below it on which the model runs a forward.
+
+Per tool: ok / error (type and the first 80 characters), MACs and params after / before
+(``st.analyze`` for both tools), prune seconds (``time.perf_counter`` around the prune call
+only, the model deep-copied before), and for slimtorch whether the output shape is unchanged.
+This is a coverage sweep: one prune per model, no warm-up or medians.
+
+Run: python benchmarks/zoo_coverage.py [--only torchvision|timm] [--limit N] [--names a,b]
+     [--timeout-s 600] [--json rows.json] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import signal
+import sys
+import time
+import warnings
+
+import timm
+import torch
+import torchvision
+from timm.models import _registry
+from torch import nn
+
+import slimtorch as st
+from slimtorch.report.table import format_table
+
+try:
+    from tqdm import tqdm
+except ImportError:  # plain progress lines
+    tqdm = None
+
+RATIO = 0.5
+TIMM_SIZES = (64, 96, 128, 160, 224)
+MANY_MACS = 0.45  # torchvision models where ours keeps more than this are listed
+
+
+class Timeout(BaseException):
+    """Raised by SIGALRM; a BaseException so the per-tool ``except Exception`` lets it by."""
+
+
+def _on_alarm(signum, frame):
+    raise Timeout
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:80]}".rstrip(": ")
+
+
+def _first(out):
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict):
+        return next(iter(out.values()))
+    return out[0]
+
+
+def _tv_size(name: str) -> int:
+    if name.startswith("maxvit"):
+        return 224
+    if name == "vit_h_14":
+        return 56
+    return 96 if name.startswith("inception") else 64
+
+
+def torchvision_case(name: str):
+    size = _tv_size(name)
+    kwargs = {"image_size": size} if name.startswith("vit_") else {}
+    return torchvision.models.get_model(name, **kwargs).eval(), torch.randn(1, 3, size, size)
+
+
+def _meta_params(name: str) -> int:
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    return sum(p.numel() for p in model.parameters())
+
+
+def timm_pick(module: str) -> str | None:
+    """The model of ``module`` with the fewest parameters, or None if none builds on meta."""
+    sized = []
+    for name in timm.list_models(module=module):
+        try:
+            sized.append((_meta_params(name), name))
+        except Exception:
+            continue
+    return min(sized)[1] if sized else None
+
+
+def timm_case(name: str):
+    model = timm.create_model(name).eval()
+    chans, *hw = model.pretrained_cfg["input_size"]
+    for size in (s for s in TIMM_SIZES if s < min(hw)):
+        x = torch.randn(1, chans, size, size)
+        try:
+            with torch.no_grad():
+                model(x)
+            return model, x
+        except Exception:
+            continue
+    return model, torch.randn(1, chans, *hw)
+
+
+def _is_classifier(m: nn.Module) -> bool:
+    return (isinstance(m, nn.Linear) and m.out_features == 1000) or (
+        isinstance(m, nn.Conv2d) and m.out_channels == 1000
+    )
+
+
+def _is_qkv_attention(m: nn.Module) -> bool:
+    return isinstance(getattr(m, "qkv", None), nn.Linear) and isinstance(
+        getattr(m, "num_heads", None), int
+    )
+
+
+def _tp_prune(model, x):
+    import torch_pruning as tp
+
+    ignored = [m for m in model.modules() if _is_classifier(m)]
+    num_heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    timm_attn = [m for m in model.modules() if _is_qkv_attention(m)]
+    num_heads.update({m.qkv: m.num_heads for m in timm_attn})
+    start = time.perf_counter()
+    pruner = tp.pruner.MetaPruner(
+        model,
+        x,
+        importance=tp.importance.GroupMagnitudeImportance(p=1),
+        pruning_ratio=RATIO,
+        ignored_layers=ignored,
+        num_heads=num_heads,
+    )
+    pruner.step()
+    elapsed = time.perf_counter() - start
+    for m in model.modules():  # TP leaves MHA metadata to the user
+        if isinstance(m, nn.MultiheadAttention):
+            m.embed_dim = m.in_proj_weight.shape[1]
+            m.kdim = m.vdim = m.embed_dim
+            m.head_dim = m.embed_dim // m.num_heads
+    for m in timm_attn:
+        if hasattr(m, "head_dim"):
+            m.head_dim = m.qkv.out_features // (3 * m.num_heads)
+    return model, elapsed
+
+
+def _ours_prune(model, x):
+    start = time.perf_counter()
+    result = st.prune_channels(model, x, RATIO, importance="l1")
+    return result.model.eval(), time.perf_counter() - start
+
+
+def run_model(source: str, name: str, timeout_s: int) -> dict:
+    row = {"source": source, "model": name}
+    for tool in ("ours", "tp"):
+        row[tool] = {"ok": False, "error": "not run"}
+    signal.alarm(timeout_s)
+    torch.manual_seed(0)
+    try:
+        model, x = (torchvision_case if source == "torchvision" else timm_case)(name)
+        row["input"] = list(x.shape)
+        before = st.analyze(model, x)
+        with torch.no_grad():
+            shape = tuple(_first(model(x)).shape)
+        for tool, prune in (("ours", _ours_prune), ("tp", _tp_prune)):
+            try:
+                candidate = copy.deepcopy(model)
+                pruned, seconds = prune(candidate, x)
+                after = st.analyze(pruned, x)
+                rec = {"ok": True, "error": ""}
+                rec["macs_ratio"] = after.macs / max(before.macs, 1)
+                rec["params_ratio"] = after.params / max(before.params, 1)
+                rec["seconds"] = seconds
+                if tool == "ours":
+                    with torch.no_grad():
+                        rec["same_shape"] = tuple(_first(pruned(x)).shape) == shape
+            except Exception as exc:  # a failure is a row
+                rec = {"ok": False, "error": _reason(exc)}
+            row[tool] = rec
+    except Timeout:
+        for tool in ("ours", "tp"):
+            if row[tool]["error"] == "not run":
+                row[tool] = {"ok": False, "error": f"Timeout: build+prune over {timeout_s}s"}
+    except Exception as exc:  # the model itself does not build or run
+        for tool in ("ours", "tp"):
+            row[tool] = {"ok": False, "error": f"(model) {_reason(exc)}"}
+    finally:
+        signal.alarm(0)
+    return row
+
+
+def _models(args) -> list[tuple[str, str]]:
+    sources = ("torchvision", "timm") if args.only is None else (args.only,)
+    tv = torchvision.models.list_models(module=torchvision.models)
+    items = []
+    if args.names:
+        names = args.names.split(",")
+        timm_all = set(timm.list_models())
+        for source, known in (("torchvision", set(tv)), ("timm", timm_all)):
+            if source in sources:
+                items += [(source, n) for n in names if n in known]
+        missing = [n for n in names if n not in {i[1] for i in items}]
+        if missing:
+            sys.exit(f"unknown in {'/'.join(sources)}: {', '.join(missing)}")
+        return items
+    if "torchvision" in sources:
+        items += [("torchvision", n) for n in tv[: args.limit]]
+    if "timm" in sources:
+        modules = _registry.list_modules()[: args.limit]
+        for module in _progress(modules, "picking timm sample"):
+            name = timm_pick(module)
+            if name is None:
+                print(f"timm module {module}: no model builds on meta, skipped", file=sys.stderr)
+            else:
+                items.append(("timm", name))
+    return items
+
+
+def _progress(items, desc):
+    if tqdm is None:
+        return items
+    return tqdm(items, desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+
+def _say(text: str) -> None:
+    if tqdm is None:
+        print(text, file=sys.stderr, flush=True)
+    else:
+        tqdm.write(text, file=sys.stderr)
+
+
+def _cells(rec: dict, keys) -> list[str]:
+    if not rec["ok"]:
+        return ["err"] + ["-"] * len(keys)
+    return ["ok"] + [f"{rec[k]:.2f}" for k in keys]
+
+
+def summary(rows: list[dict]) -> str:
+    n = len(rows)
+    key = [f"{r['source']}:{r['model']}" for r in rows]
+    ours = [r["ours"]["ok"] for r in rows]
+    tp = [r["tp"]["ok"] for r in rows]
+    lines = [f"ok: ours {sum(ours)}/{n}, TP {sum(tp)}/{n}"]
+    only = [k for k, a, b in zip(key, ours, tp) if a and not b]
+    lines.append(f"only ours works ({len(only)}): {', '.join(only) or '-'}")
+    only = [k for k, a, b in zip(key, ours, tp) if b and not a]
+    lines.append(f"only TP works ({len(only)}): {', '.join(only) or '-'}")
+    shape = [k for k, r in zip(key, rows) if r["ours"].get("same_shape") is False]
+    lines.append(f"ours changes the output shape ({len(shape)}): {', '.join(shape) or '-'}")
+    lines.append("failures:")
+    for k, r in zip(key, rows):
+        for tool, label in (("ours", "ours"), ("tp", "TP")):
+            if not r[tool]["ok"]:
+                lines.append(f"  {k:<45} {label:<4} {r[tool]['error']}")
+    if lines[-1] == "failures:":
+        lines.append("  -")
+    many = [
+        f"{r['model']} {r['ours']['macs_ratio']:.2f}"
+        for r in rows
+        if r["source"] == "torchvision" and r["ours"]["ok"] and r["ours"]["macs_ratio"] > MANY_MACS
+    ]
+    lines.append(f"torchvision, ours keeps > {MANY_MACS:.0%} of MACs ({len(many)}):")
+    lines += [f"  {m}" for m in many] or ["  -"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=("torchvision", "timm"))
+    parser.add_argument("--limit", type=int, default=None, help="first N models of each source")
+    parser.add_argument("--names", default="", help="comma-separated model names")
+    parser.add_argument("--timeout-s", type=int, default=600, help="per model; 0: none")
+    parser.add_argument("--json", default=None, help="write the rows as JSON here")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    signal.signal(signal.SIGALRM, _on_alarm)
+    rows = []
+    start = time.perf_counter()
+    for source, name in _progress(_models(args), "pruning"):
+        row = run_model(source, name, args.timeout_s)
+        rows.append(row)
+        status = ", ".join(
+            f"{t} " + ("ok" if row[t]["ok"] else row[t]["error"]) for t in ("ours", "tp")
+        )
+        _say(f"{source}:{name}: {status}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    headers = ("source", "model", "ours", "ours MACs", "ours params", "ours s")
+    headers += ("TP", "TP MACs", "TP s")
+    ours_keys, tp_keys = ("macs_ratio", "params_ratio", "seconds"), ("macs_ratio", "seconds")
+    table = [
+        [r["source"], r["model"], *_cells(r["ours"], ours_keys), *_cells(r["tp"], tp_keys)]
+        for r in rows
+    ]
+    title = f"ratio {RATIO}, L1; MACs and params after/before; {time.perf_counter() - start:.0f}s"
+    print(format_table(headers, table, title))
+    print()
+    print(summary(rows))
+
+
+if __name__ == "__main__":
+    main()
