@@ -22,17 +22,22 @@ Models:
 Per tool: ok / error (type and the first 80 characters), MACs and params after / before
 (``st.analyze`` for both tools), prune seconds (``time.perf_counter`` around the prune call
 only, the model deep-copied before), and for slimtorch whether the output shape is unchanged.
-This is a coverage sweep: one prune per model, no warm-up or medians.
+This is a coverage sweep: one prune per model, no warm-up or medians. ``--mem-gb`` caps the
+address space (RLIMIT_AS, which counts ~3.5 GB of mapped libraries; default half the RAM):
+Torch-Pruning on timm's halonet_h1 grows past 14 GB, and the cap turns that into a row.
 
 Run: python benchmarks/zoo_coverage.py [--only torchvision|timm] [--limit N] [--names a,b]
-     [--timeout-s 600] [--json rows.json] [--threads 1]
+     [--timeout-s 600] [--json rows.json] [--threads 1] [--mem-gb 12]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
+import os
+import resource
 import signal
 import sys
 import time
@@ -196,6 +201,7 @@ def run_model(source: str, name: str, timeout_s: int) -> dict:
             except Exception as exc:  # a failure is a row
                 rec = {"ok": False, "error": _reason(exc)}
             row[tool] = rec
+            candidate = pruned = None  # free before the next tool
     except Timeout:
         for tool in ("ours", "tp"):
             if row[tool]["error"] == "not run":
@@ -205,6 +211,7 @@ def run_model(source: str, name: str, timeout_s: int) -> dict:
             row[tool] = {"ok": False, "error": f"(model) {_reason(exc)}"}
     finally:
         signal.alarm(0)
+        gc.collect()
     return row
 
 
@@ -291,7 +298,14 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=int, default=600, help="per model; 0: none")
     parser.add_argument("--json", default=None, help="write the rows as JSON here")
     parser.add_argument("--threads", type=int, default=1)
+    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    parser.add_argument(
+        "--mem-gb", type=float, default=round(ram_gb / 2), help="address-space cap; 0: none"
+    )
     args = parser.parse_args()
+    if args.mem_gb > 0:  # a tool that runs out is a MemoryError row, not the OOM killer
+        cap = int(args.mem_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     signal.signal(signal.SIGALRM, _on_alarm)

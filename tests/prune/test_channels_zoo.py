@@ -13,7 +13,7 @@ from torch import nn
 
 import slimtorch as st
 from _oracle import check_pruned, first_output
-from _zoo import MAC_EXEMPT, XFAIL, cases
+from _zoo import INEXACT_BOUND, MAC_EXEMPT, XFAIL, cases
 
 TV_NAMES = torchvision.models.list_models(module=torchvision.models)
 TV_SLOW = {
@@ -218,4 +218,5 @@ def test_zoo_lists_name_zoo_models():
     zoo |= {"hf:bert", "hf:gpt2", "hf:llama_gqa"}
     assert set(XFAIL) <= zoo
     assert all(k in zoo or k.startswith("toy:") for k in MAC_EXEMPT)
+    assert all(k in zoo for k in INEXACT_BOUND)
     assert not set(XFAIL) & set(MAC_EXEMPT)
