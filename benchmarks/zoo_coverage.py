@@ -15,9 +15,11 @@ Models:
 - timm, one model per model module, by rule: ``timm.list_models()`` is grouped by the module
   that defines each entrypoint (``timm.models._registry.list_modules()`` and
   ``timm.list_models(module=m)``); from each module the model with the fewest parameters is
-  taken, counted by building it on the meta device (ties: the first name); a model that fails
-  to build on meta is skipped for the next smallest. Input: ``pretrained_cfg['input_size']``,
-  or the smallest of 64, 96, 128, 160, 224 below it on which the model runs a forward.
+  taken, counted by building it on the meta device (ties: the alphabetically first name); a
+  model that fails to build on meta is skipped for the next smallest. In the modules that
+  register timm's tiny ``test_*`` models (byobnet, resnet, vision_transformer, ...) that is one
+  of them. Input: ``pretrained_cfg['input_size']``, or the smallest of 64, 96, 128, 160, 224
+  below it on which the model runs a forward (fixed-size models keep the default).
 
 Per tool: ok / error (type and the first 80 characters), MACs and params after / before
 (``st.analyze`` for both tools), prune seconds (``time.perf_counter`` around the prune call

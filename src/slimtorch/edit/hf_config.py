@@ -70,11 +70,11 @@ def config_updates(model: nn.Module) -> tuple[dict[str, Any], list[str]]:
     if config is None or not hasattr(config, "to_dict") or not hasattr(model, "config_class"):
         return {}, []
     updates = {k: v for k, v in _candidates(model).items() if getattr(config, k, None) != v}
-    if not updates:
-        return {}, []
     new = copy.deepcopy(config)
     for key, value in updates.items():
         setattr(new, key, value)
+    # Accepted only if the config rebuilds exactly the pruned shapes; checked even when no
+    # known key changed, so a model whose config uses other names is never left stale silently.
     try:
         with torch.device("meta"):
             rebuilt = type(model)(new)
@@ -83,6 +83,8 @@ def config_updates(model: nn.Module) -> tuple[dict[str, Any], list[str]]:
         }
     except Exception:  # a config the model class rejects
         same = False
+    if same and not updates:
+        return {}, []
     if not same:
         return {}, [
             "the pruned widths differ between layers (or from what the config can express), "
