@@ -19,9 +19,10 @@ XFAIL: dict[str, str] = {}
 # Models whose inexact groups move the output further than _oracle.INEXACT_REL_ERR, with the
 # bound that applies to them and why. Swin V2 puts a LayerNorm on every residual branch's
 # output (res-post-norm), so the statistics over the pruned hidden width enter every block:
-# 0.53 measured at ratio 0.5 (l1), 0.57 with random importance; the exact groups (heads, MLP)
-# are checked exactly by prune_channels itself.
-_SWIN_V2 = (0.65, "res-post-norm LayerNorm on every residual branch: measured 0.53 (l1)")
+# measured at ratio 0.5 (l1) 0.53 (swin_v2_t) to 0.675 (swin_v2_b), 0.57 for v2_t with random
+# importance, so this bound is coarse; the exact groups (heads, MLP) are checked exactly by
+# prune_channels itself before it returns.
+_SWIN_V2 = (0.8, "res-post-norm LayerNorm on every residual branch: measured 0.53-0.675")
 INEXACT_BOUND: dict[str, tuple[float, str]] = {
     "torchvision:swin_v2_t": _SWIN_V2,
     "torchvision:swin_v2_s": _SWIN_V2,
