@@ -18,37 +18,14 @@ import torch
 import torchvision
 
 import slimtorch as st
+from _peers import tp_prune
 from slimtorch.report.table import format_table, human
 
 DEFAULT = "resnet50,mobilenet_v2,vit_b_16,densenet121,shufflenet_v2_x1_0"
 
 
 def _tp_prune(model, x, ratio):
-    import torch_pruning as tp
-
-    model = copy.deepcopy(model)
-    ignored = [
-        m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 1000
-    ]
-    num_heads = {
-        m: m.num_heads for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)
-    }
-    start = time.perf_counter()
-    pruner = tp.pruner.MetaPruner(
-        model,
-        x,
-        importance=tp.importance.GroupMagnitudeImportance(p=1),
-        pruning_ratio=ratio,
-        ignored_layers=ignored,
-        num_heads=num_heads,
-    )
-    pruner.step()
-    elapsed = time.perf_counter() - start
-    for m in model.modules():  # TP leaves MHA metadata to the user
-        if isinstance(m, torch.nn.MultiheadAttention):
-            m.embed_dim = m.in_proj_weight.shape[1]
-            m.kdim = m.vdim = m.embed_dim
-            m.head_dim = m.embed_dim // m.num_heads
+    model, elapsed = tp_prune(copy.deepcopy(model), x, ratio)
     with torch.no_grad():
         model.eval()(x)
     return model, elapsed

@@ -49,9 +49,9 @@ import timm
 import torch
 import torchvision
 from timm.models import _registry
-from torch import nn
 
 import slimtorch as st
+from _peers import tp_prune
 from slimtorch.report.table import format_table
 
 try:
@@ -129,45 +129,8 @@ def timm_case(name: str):
     return model, torch.randn(1, chans, *hw)
 
 
-def _is_classifier(m: nn.Module) -> bool:
-    return (isinstance(m, nn.Linear) and m.out_features == 1000) or (
-        isinstance(m, nn.Conv2d) and m.out_channels == 1000
-    )
-
-
-def _is_qkv_attention(m: nn.Module) -> bool:
-    return isinstance(getattr(m, "qkv", None), nn.Linear) and isinstance(
-        getattr(m, "num_heads", None), int
-    )
-
-
 def _tp_prune(model, x):
-    import torch_pruning as tp
-
-    ignored = [m for m in model.modules() if _is_classifier(m)]
-    num_heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
-    timm_attn = [m for m in model.modules() if _is_qkv_attention(m)]
-    num_heads.update({m.qkv: m.num_heads for m in timm_attn})
-    start = time.perf_counter()
-    pruner = tp.pruner.MetaPruner(
-        model,
-        x,
-        importance=tp.importance.GroupMagnitudeImportance(p=1),
-        pruning_ratio=RATIO,
-        ignored_layers=ignored,
-        num_heads=num_heads,
-    )
-    pruner.step()
-    elapsed = time.perf_counter() - start
-    for m in model.modules():  # TP leaves MHA metadata to the user
-        if isinstance(m, nn.MultiheadAttention):
-            m.embed_dim = m.in_proj_weight.shape[1]
-            m.kdim = m.vdim = m.embed_dim
-            m.head_dim = m.embed_dim // m.num_heads
-    for m in timm_attn:
-        if hasattr(m, "head_dim"):
-            m.head_dim = m.qkv.out_features // (3 * m.num_heads)
-    return model, elapsed
+    return tp_prune(model, x, RATIO)
 
 
 def _ours_prune(model, x):
