@@ -25,7 +25,7 @@ from torch import nn
 
 from ..._forward import Inputs, copy_model, eval_mode, relative_error, run_forward
 from ...edit.channels import slice_channels_
-from ...edit.log import carry_metadata, record_edit
+from ...edit.log import record_edit
 from ...errors import ForwardError, PruneError
 from ...graph.groups import ChannelGroup, GroupSet
 from ...graph.trace import ModelGraph, trace
@@ -89,8 +89,9 @@ class Pruner:
         group_ratio: Mapping[int, float],
         meta: bool,
     ) -> None:
-        # ``work`` is never pruned itself: each attempt prunes a fresh copy of it.
-        self.original, self.work, self.x = work, work, example_inputs
+        # ``work`` is never pruned itself: each attempt prunes a fresh copy of it (the copy
+        # keeps the recorded spec and log, which live in the module's __dict__).
+        self.work, self.x = work, example_inputs
         self.graph, self.gset, self.scores = graph, gset, scores
         self.opts, self.group_ratio, self.meta = opts, group_ratio, meta
         self.groups: list[ChannelGroup] = []
@@ -101,12 +102,12 @@ class Pruner:
         active = [g for g in self.groups if g.atom not in excluded]
         if self.opts.target_macs is not None:
             r = solve_ratio(
-                self.original, self.x, self.gset, active, self.scores, self.opts, self.group_ratio
+                self.work, self.x, self.gset, active, self.scores, self.opts, self.group_ratio
             )
         else:
             r = float(self.opts.ratio)
         keep = plan_groups(active, self.scores, r, self.opts, self.group_ratio)
-        pruned = carry_metadata(self.work, copy_model(self.original))
+        pruned = copy_model(self.work)
         edit, config_warnings = slice_channels_(
             pruned,
             tensor_plan(self.gset, keep),
@@ -138,7 +139,7 @@ class Pruner:
         exact = self._pruned_exact(att)
         if not exact:
             return 0.0
-        ref = copy_model(self.original)
+        ref = copy_model(self.work)
         tensors = dict(ref.named_parameters(remove_duplicate=False))
         with torch.no_grad():
             for g in exact:
