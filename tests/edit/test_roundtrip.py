@@ -101,3 +101,22 @@ def test_chain_convert_then_prune_then_sparsify(tmp_path):
     assert type(loaded[3]).__name__ == "DepthwiseSeparableConv2d"
     assert isinstance(loaded[10], SparseLinear)
     assert loaded[8].out_features < 64  # channels removed after the conversions
+
+
+def test_weight_norm_is_folded_pruned_and_reloads(tmp_path):
+    model = st.load_model("_models:weight_norm_cnn")
+    model(X)  # the hook API caches a non-leaf weight, which plain deepcopy refuses
+    r = st.prune_channels(model, X, 0.5, round_to=None)
+    assert [e["op"] for e in edits_of(r.model)] == ["fold", "prune"]
+    assert edits_of(r.model)[0]["tensors"] == ["0.weight", "2.weight"]
+    assert any("folded the reparametrized weights of 2 tensors" in w for w in r.warnings)
+    assert (r.model[0].out_channels, r.model[2].out_channels) == (8, 8)
+    assert not hasattr(r.model[0], "parametrizations")
+    with torch.no_grad():  # folding keeps the function: at ratio 0 nothing changes
+        r0 = st.prune_channels(model, X, 0.0)
+        torch.testing.assert_close(r0.model(X), model(X), rtol=0, atol=1e-6)
+    assert hasattr(model[0], "parametrizations")  # the user's model is left as it was
+    model(X)
+    assert hasattr(model[0], "parametrizations")  # the user's model is left as it was
+    model(X)
+    reload(r.model, tmp_path)

@@ -17,8 +17,11 @@ from slimtorch.graph.trace import trace
 
 aten = torch.ops.aten
 OUTPUT = "dimension of a model output"
-HEAD_DIM = "attention head_dim (q.k scores); whole heads are pruned instead"
-INNER = "inner factor (e.g. head_dim) of a product whose outer factor is pruned"
+HEAD_DIM = (
+    "summed over between two activations (attention head_dim of q.k); whole heads are pruned, "
+    "factor='inner' prunes head_dim"
+)
+INNER = "inner factor of a product (heads x head_dim, groups x channels) with factor='outer'"
 
 
 def groups_of(model, x, **trace_kwargs):
@@ -279,7 +282,7 @@ def test_bmm_between_activations_freezes_the_summed_dim_and_couples_batches():
     assert space(ctx, scores.args[0].tid, 0) == space(ctx, scores.outputs[0], 0)
     assert space(ctx, mix.args[1].tid, 2) == space(ctx, mix.outputs[0], 2)
     gset = build_groups(model, graph)
-    reason = "summed over between two activations (attention scores, head_dim); "
+    reason = "summed over between two activations (attention head_dim of q.k)"
     assert gset.frozen["q"].startswith(reason) and gset.frozen["k"].startswith(reason)
     # The value path is a plain linear -> bmm -> linear chain.
     assert summary(gset) == [(6, ("v",), True)]
@@ -594,8 +597,9 @@ def test_reshape_into_heads_factors_the_hidden_dim():
     hidden = space(ctx, param_tid(graph, "q.weight"), 0)
     assert [[ctx.atoms.size[a] for a in seg] for seg in hidden] == [[3, 4]]
     heads, head_dim = hidden[0]
-    assert ctx.atoms.frozen[head_dim] == HEAD_DIM
-    assert heads not in ctx.atoms.frozen
+    assert ctx.atoms.has(head_dim, "score")  # frozen by build_groups unless factor="inner"
+    assert ctx.atoms.find(head_dim) not in ctx.atoms.frozen
+    assert ctx.atoms.find(heads) not in ctx.atoms.frozen
 
 
 def test_sdpa_couples_q_k_v_and_output_heads():
@@ -607,6 +611,16 @@ def test_sdpa_couples_q_k_v_and_output_heads():
     } | {("o.weight", 1, 0, (3, 4), 0)}
     assert gset.frozen["q"] == HEAD_DIM
     assert gset.frozen["v"] == INNER
+
+
+def test_sdpa_with_factor_inner_prunes_qk_head_dim_and_v_head_dim_apart():
+    model = Heads()
+    graph = trace(model, torch.randn(2, 5, 8), grad=True)
+    gset = build_groups(model, graph, "inner")
+    assert summary(gset) == [(4, ("k", "q"), False), (4, ("v",), True)]
+    qk, v = gset.groups
+    assert ("q.weight", 0, 0, (3, 4), 1) in members(qk)  # head_dim is factor 1 of 3 x 4
+    assert ("o.weight", 1, 0, (3, 4), 1) in members(v)  # v's head_dim goes with o's input
 
 
 def test_sdpa_grouped_query_attention_prunes_kv_heads_with_their_query_heads():

@@ -6,7 +6,7 @@ import torchvision
 from torch import nn
 
 import slimtorch as st
-from _oracle import check_pruned
+from _oracle import check_pruned, oracle_errors
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +215,87 @@ def test_fixed_split_sizes_keep_only_that_group_and_say_why(how):
     assert why and "does not accept them pruned" in why[0]
     with torch.no_grad():
         assert r.model(x).shape == model(x).shape
+
+
+def _grouped_block():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1, groups=8),  # 8 groups x 4 -> 8
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    ).eval()
+
+
+@pytest.mark.parametrize("factor, groups, per_group", [("outer", 4, (4, 8)), ("inner", 8, (2, 4))])
+def test_factor_chooses_whole_groups_or_channels_per_group(factor, groups, per_group):
+    model, x = _grouped_block(), torch.randn(2, 3, 16, 16)
+    r = st.prune_channels(model, x, 0.5, round_to=None, factor=factor)
+    conv = r.model[3]
+    assert conv.groups == groups
+    assert (conv.in_channels // groups, conv.out_channels // groups) == per_group
+    check_pruned(model, r, x)  # exact: every group is checked against the reference
+
+
+def _tiny_vit():
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(32, 16, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64)
+    nn.init.normal_(model.heads.head.weight, std=0.02)
+    return model.eval(), torch.randn(2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("factor, heads, head_dim", [("outer", 2, 8), ("inner", 4, 4)])
+def test_factor_prunes_whole_heads_or_head_dim(factor, heads, head_dim):
+    model, x = _tiny_vit()
+    r = st.prune_channels(model, x, 0.5, round_to=None, factor=factor)
+    attn = r.model.encoder.layers[0].self_attention
+    assert (attn.num_heads, attn.head_dim) == (heads, head_dim)
+    assert attn.scale == 8**-0.5  # the scores keep the original temperature
+    by_module = {g["modules"][-1].rpartition(".")[2]: g for g in r.plan["groups"]}
+    if factor == "inner":
+        # q.k head_dim: the scores are sums over it, so removing some is not exact
+        assert not by_module["q_proj"]["exact"] and by_module["v_proj"]["exact"]
+        assert by_module["v_proj"]["kept"] == 4
+    with torch.no_grad():
+        assert r.model(x).shape == (2, 1000)
+
+
+def test_v_head_dim_pruning_is_exact():
+    model, x = _tiny_vit()
+    v_projs = {f"encoder.layers.encoder_layer_{i}.self_attention.v_proj": 0.5 for i in range(2)}
+    r = st.prune_channels(model, x, 0.0, ratios=v_projs, round_to=None, factor="inner")
+    assert r.model.encoder.layers[1].self_attention.v_proj.out_features == 16
+    e = oracle_errors(model, r, x)
+    assert e["spread"] > 1e-3 and e["exact_err"] < 1e-5
+
+
+def test_factor_inner_on_hugging_face_attention_keeps_heads(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        vocab_size=100,
+    )  # fmt: skip
+    model = transformers.BertModel(config).eval()
+    inputs = {"input_ids": torch.randint(0, 100, (2, 12))}
+    r = st.prune_channels(model, inputs, 0.5, round_to=None, factor="inner")
+    a = r.model.encoder.layer[0].attention.self
+    assert (a.num_attention_heads, a.attention_head_size) == (4, 8)
+    assert (a.query.out_features, a.value.out_features) == (32, 32)
+    loaded = st.load(st.save(r, tmp_path / "b.slim"))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(**inputs).last_hidden_state, r.model(**inputs).last_hidden_state
+        )
+
+
+def test_factor_is_validated(resnet18):
+    with pytest.raises(st.ConfigError, match="factor='middle' is invalid; use 'outer'"):
+        st.prune_channels(resnet18, X64, factor="middle")

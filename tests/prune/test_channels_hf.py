@@ -50,3 +50,68 @@ def test_real_pretrained_minilm_to_half_its_macs(tmp_path):
     loaded = st.load(st.save(r, tmp_path / "minilm.slim"))
     with torch.no_grad():
         torch.testing.assert_close(loaded(**enc).last_hidden_state, out, rtol=0, atol=0)
+
+
+def test_config_follows_under_other_names_t5(tmp_path):
+    """T5 keeps its sizes as d_ff, d_kv, num_heads and its attention as n_heads,
+    key_value_proj_dim, inner_dim: no convention names them, the config still follows."""
+    torch.manual_seed(0)
+    config = transformers.T5Config(
+        d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, vocab_size=100
+    )
+    model = transformers.T5EncoderModel(config).eval()
+    inputs = {"input_ids": torch.randint(0, 100, (2, 10))}
+    for factor, heads, d_kv in (("outer", 2, 16), ("inner", 4, 8)):
+        r = st.prune_channels(model, inputs, 0.5, round_to=None, factor=factor)
+        attn = r.model.encoder.block[0].layer[0].SelfAttention
+        assert (attn.n_heads, attn.key_value_proj_dim, attn.inner_dim) == (heads, d_kv, 32)
+        assert (r.model.config.num_heads, r.model.config.d_kv, r.model.config.d_ff) == (
+            heads, d_kv, 64,
+        )  # fmt: skip
+        assert not [w for w in r.warnings if "config" in w]
+        r.model.save_pretrained(tmp_path / factor)
+        again = transformers.T5EncoderModel.from_pretrained(tmp_path / factor).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(
+                again(**inputs).last_hidden_state, r.model(**inputs).last_hidden_state
+            )
+
+
+class _ScaledConfig(transformers.PretrainedConfig):
+    model_type = "slimtorch-scaled-test"
+
+    def __init__(self, hidden_size=32, intermediate_size=64, vocab_size=50, **kwargs):
+        self.hidden_size, self.intermediate_size = hidden_size, intermediate_size
+        self.vocab_size = vocab_size
+        super().__init__(**kwargs)
+
+
+class _Scaled(transformers.PreTrainedModel):
+    """Multiplies its embeddings by sqrt(hidden_size), computed once at construction."""
+
+    config_class = _ScaledConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed = torch.nn.Embedding(config.vocab_size, config.hidden_size)
+        self.fc1 = torch.nn.Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = torch.nn.Linear(config.intermediate_size, 2)
+        self.scale = config.hidden_size**0.5
+
+    def get_input_embeddings(self):
+        return self.embed
+
+    def forward(self, input_ids):
+        return self.fc2(torch.relu(self.fc1(self.embed(input_ids) * self.scale))).sum(1)
+
+
+def test_a_value_derived_from_the_config_is_warned_about():
+    torch.manual_seed(0)
+    model = _Scaled(_ScaledConfig()).eval()
+    inputs = {"input_ids": torch.randint(0, 50, (2, 6))}
+    r = st.prune_channels(model, inputs, 0.5, round_to=None)
+    assert r.model.config.hidden_size == 16 and r.model.config.intermediate_size == 32
+    warned = [w for w in r.warnings if "rebuilt from the updated config" in w]
+    assert warned and "sqrt(hidden_size)" in warned[0]
+    ratio0 = st.prune_channels(model, inputs, 0.0)  # nothing changes, nothing to warn about
+    assert not [w for w in ratio0.warnings if "rebuilt from the updated config" in w]

@@ -8,10 +8,12 @@ whatever a user did (prune channels, convert layers, sparsify, remove blocks) sa
 - ``replace_module_`` / ``remove_module_``: swap a submodule (a conversion, a removed block);
 - ``attach_mask_`` / ``remove_masks_``: weight masks (values only, nothing to replay);
 - ``sparsify_module_``: a dense layer replaced by its CSR twin;
+- ``fold_parametrizations_``: weight_norm and other parametrizations folded into plain weights;
 - ``replay_``: apply a recorded log to a freshly built model (``.slim`` loading).
 """
 
 from .channels import SURGERY, apply_prune_edit_, module_attrs, register_surgery, slice_channels_
+from .fold import fold_parametrizations_
 from .log import carry_metadata, edits_of, get_meta, record_edit, set_meta
 from .masks import WeightMask, attach_mask_, mask_of, remove_mask_, remove_masks_
 from .modules import remove_module_, replace_module_
@@ -27,6 +29,7 @@ __all__ = [
     "carry_metadata",
     "densified",
     "edits_of",
+    "fold_parametrizations_",
     "get_meta",
     "mask_of",
     "module_attrs",

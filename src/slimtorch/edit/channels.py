@@ -9,6 +9,7 @@ from a registry keyed by module type; ``register_surgery`` extends it for your o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -95,8 +96,17 @@ def _embedding(m: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
     return {"embedding_dim": m.weight.shape[1]}
 
 
-_HEAD_COUNT = ("num_heads", "num_attention_heads", "n_head", "n_heads")
-_KV_COUNT = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
+# The names attention code of timm, Hugging Face and common repositories keeps its sizes under.
+_HEAD_COUNT = (
+    "num_heads", "num_attention_heads", "n_head", "n_heads", "heads", "nhead", "num_head",
+    "attention_heads",
+)  # fmt: skip
+_KV_COUNT = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "num_kv_head")
+_HEAD_SIZE = (
+    "head_dim", "attention_head_size", "head_size", "key_value_proj_dim", "dim_head",
+    "d_k", "attn_head_size",
+)  # fmt: skip
+_INNER_WIDTH = ("all_head_size", "attn_dim", "inner_dim")
 _Q_NAMES = ("q_proj", "query", "q", "wq", "to_q")
 _K_NAMES = ("k_proj", "key", "k", "wk", "to_k")
 _QKV_NAMES = ("qkv", "c_attn", "in_proj", "Wqkv", "query_key_value", "to_qkv")
@@ -116,38 +126,72 @@ def _out_width(module: nn.Module) -> int | None:
     return int(w.shape[1] if hasattr(module, "nf") else w.shape[0])
 
 
-def _attention_attrs(m: nn.Module) -> dict[str, Any]:
-    """Head counts of attention modules (timm, Hugging Face) from their projections."""
-    head_dim = getattr(m, "head_dim", None) or getattr(m, "attention_head_size", None)
+def _head_sizes(info: Mapping[str, Any], heads: int, head_dim: int) -> tuple[int, int] | None:
+    """(heads, head_dim) kept, read off a projection's output factors as recorded by the
+    planner (``{dim: [segment: [[size, kept], ...]]}``; the first segment is q's): the last
+    factor of size ``head_dim`` and the one of size ``heads`` before it."""
+    for segments in (info.get("factors") or {}).values():
+        dims = segments[0] if segments else []
+        sizes = [f[0] for f in dims]
+        for j in range(len(sizes) - 1, 0, -1):
+            if sizes[j] == head_dim and heads in sizes[:j]:
+                i = max(k for k in range(j) if sizes[k] == heads)
+                return dims[i][1], dims[j][1]
+    return None
+
+
+def _attention_attrs(
+    m: nn.Module, name: str = "", info: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Head counts and head size of attention modules (timm, Hugging Face) after slicing:
+    from the factors the planner recorded for their projections where it did, else from
+    the projection width at the old head size."""
+    size_attr = next((n for n in _HEAD_SIZE if isinstance(getattr(m, n, None), int)), None)
+    head_dim = getattr(m, size_attr) if size_attr else None
     if not isinstance(head_dim, int) or head_dim <= 0:
         return {}
     children = dict(m.named_children())
     attrs: dict[str, Any] = {}
-    q = next((children[n] for n in _Q_NAMES if n in children), None)
-    qkv = next((children[n] for n in _QKV_NAMES if n in children), None)
-    if q is not None and _out_width(q):
-        heads = _out_width(q) // head_dim
-    elif qkv is not None and _out_width(qkv):
-        heads = _out_width(qkv) // (3 * head_dim)
-    else:
+    qname = next((n for n in _Q_NAMES if n in children), None)
+    qkvname = next((n for n in _QKV_NAMES if n in children), None)
+    width = _out_width(children[qname]) if qname else None
+    if not width and qkvname and _out_width(children[qkvname]):
+        width = _out_width(children[qkvname]) // 3
+    if not width:
         return {}
-    for name in _HEAD_COUNT:
-        if isinstance(getattr(m, name, None), int):
-            attrs[name] = heads
+    old_heads = next(
+        (getattr(m, n) for n in _HEAD_COUNT if isinstance(getattr(m, n, None), int)), None
+    )
+    proj = qname or qkvname
+    sizes = _head_sizes(
+        (info or {}).get(f"{name}.{proj}" if name else proj, {}), old_heads or 0, head_dim
+    )
+    if sizes is not None and sizes[0] * sizes[1] == width and sizes[1] != head_dim:
+        head_dim = sizes[1]
+        for attr in _HEAD_SIZE:
+            if isinstance(getattr(m, attr, None), int):
+                attrs[attr] = head_dim
+    heads = width // head_dim
+    v_head_dim = getattr(m, "v_head_dim", None)
+    v_proj = children.get("v_proj")
+    if isinstance(v_head_dim, int) and v_proj is not None and _out_width(v_proj) and heads:
+        attrs["v_head_dim"] = _out_width(v_proj) // heads
+    for attr in _HEAD_COUNT:
+        if isinstance(getattr(m, attr, None), int):
+            attrs[attr] = heads
     k = next((children[n] for n in _K_NAMES if n in children), None)
     if k is not None and _out_width(k):
         kv = _out_width(k) // head_dim
-        for name in _KV_COUNT:
-            if isinstance(getattr(m, name, None), int):
-                attrs[name] = kv
+        for attr in _KV_COUNT:
+            if isinstance(getattr(m, attr, None), int):
+                attrs[attr] = kv
         if isinstance(getattr(m, "num_key_value_groups", None), int) and kv:
             attrs["num_key_value_groups"] = heads // kv
-    if isinstance(getattr(m, "all_head_size", None), int):
-        attrs["all_head_size"] = heads * head_dim
-    if isinstance(getattr(m, "split_size", None), int) and qkv is not None:
+    for attr in _INNER_WIDTH:
+        if isinstance(getattr(m, attr, None), int):
+            attrs[attr] = heads * head_dim
+    if isinstance(getattr(m, "split_size", None), int) and qkvname is not None:
         attrs["split_size"] = heads * head_dim
-    if isinstance(getattr(m, "attn_dim", None), int):
-        attrs["attn_dim"] = heads * head_dim
     return attrs
 
 
@@ -166,7 +210,7 @@ def module_attrs(
         fn = SURGERY.lookup(type(m))
         if fn is not None and name in touched:
             attrs.update(fn(m, info.get(name, {})))
-        attrs.update(_attention_attrs(m))
+        attrs.update(_attention_attrs(m, name, info))
         attrs = {k: v for k, v in attrs.items() if _differs(getattr(m, k, None), v)}
         if attrs:
             out[name] = attrs
@@ -250,6 +294,19 @@ def _holders(model: nn.Module, names: set[str]) -> set[str]:
     return out
 
 
+def _changed_sizes(info: Mapping[str, Mapping[str, Any]]) -> dict[int, int]:
+    """Old size -> new size of every pruned factor and dim the planner recorded."""
+    sizes: dict[int, int] = {}
+    for entry in info.values():
+        for segments in (entry.get("factors") or {}).values():
+            for factors in segments:
+                for size, kept in factors:
+                    sizes.setdefault(size, kept)
+            old = sum(math.prod(s for s, _ in f) for f in segments)
+            sizes.setdefault(old, sum(math.prod(k for _, k in f) for f in segments))
+    return {k: v for k, v in sizes.items() if k != v}
+
+
 def slice_channels_(
     model: nn.Module,
     tensors: Mapping[str, Mapping[int, list[int]]],
@@ -263,7 +320,8 @@ def slice_channels_(
     Args:
         model: the model to change, in place.
         tensors: ``{tensor name: {dim: kept positions}}`` (sorted, unique, in range).
-        conv_groups: ``{conv module: {"groups": new group count}}`` where groups change.
+        conv_groups: ``{module: info}`` from the planner: ``"groups"``, a conv's new group
+            count; ``"factors"``, ``{dim: [[size, kept], ...]}`` of a pruned weight.
         record: False for a dry run on a throwaway copy (the MAC solver's probes).
         why: JSON data kept with the edit (the options that chose these channels).
 
@@ -277,7 +335,7 @@ def slice_channels_(
     apply_prune_edit_(model, edit)
     warnings: list[str] = []
     if hasattr(model, "config"):
-        config, warnings = config_updates(model)
+        config, warnings = config_updates(model, _changed_sizes(conv_groups or {}))
         if config:
             apply_prune_edit_(model, {"tensors": {}, "config": config})
             edit["config"] = config

@@ -64,31 +64,66 @@ def _candidates(model: nn.Module) -> dict[str, Any]:
     return out
 
 
-def config_updates(model: nn.Module) -> tuple[dict[str, Any], list[str]]:
-    """Config values that describe the pruned ``model``, and warnings when none can."""
-    config = getattr(model, "config", None)
-    if config is None or not hasattr(config, "to_dict") or not hasattr(model, "config_class"):
-        return {}, []
-    updates = {k: v for k, v in _candidates(model).items() if getattr(config, k, None) != v}
+def _generic(config: Any, sizes: dict[int, int], named: dict[str, Any]) -> dict[str, Any]:
+    """Integer fields of the config whose value is a size that pruning changed: the config
+    names of models that follow no convention above (T5's ``d_model``, ``d_ff``, ``d_kv``)."""
+    out = {}
+    for key, value in config.to_dict().items():
+        if key in named or isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if sizes.get(value, value) != value:
+            out[key] = sizes[value]
+    return out
+
+
+def _mismatch(model: nn.Module, config: Any, updates: dict[str, Any]) -> int | None:
+    """How many tensors a model built from the updated config shapes differently (None if
+    the class rejects the config)."""
     new = copy.deepcopy(config)
     for key, value in updates.items():
         setattr(new, key, value)
-    # Accepted only if the config rebuilds exactly the pruned shapes; checked even when no
-    # known key changed, so a model whose config uses other names is never left stale silently.
     try:
         with torch.device("meta"):
             rebuilt = type(model)(new)
-        same = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()} == {
-            k: tuple(v.shape) for k, v in model.state_dict().items()
-        }
     except Exception:  # a config the model class rejects
-        same = False
-    if same and not updates:
+        return None
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+    if want.keys() != got.keys():
+        return len(want.keys() ^ got.keys()) + len(want)
+    return sum(want[k] != got[k] for k in want)
+
+
+def config_updates(
+    model: nn.Module, sizes: dict[int, int] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Config values that describe the pruned ``model``, and warnings when none can.
+
+    ``sizes`` maps each size pruning changed (a dim, or a factor of one such as the head
+    count) to its new value; config fields holding such a size are tried as well as the
+    conventional names, and a set is accepted only if the config rebuilds the pruned shapes.
+    """
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict") or not hasattr(model, "config_class"):
         return {}, []
-    if not same:
-        return {}, [
-            "the pruned widths differ between layers (or from what the config can express), "
-            "so model.config was left as is: save_pretrained would not reload it; use "
-            "slimtorch.save, or prune with the same ratio in every layer"
-        ]
-    return updates, []
+    named = {k: v for k, v in _candidates(model).items() if getattr(config, k, None) != v}
+    generic = _generic(config, dict(sizes or {}), named)
+    updates = {**named, **generic}
+    # Checked even when no field changed, so a model whose config uses other names is never
+    # left stale silently; fields that happen to hold a pruned size are dropped one at a time
+    # while that brings the rebuilt shapes closer.
+    best = _mismatch(model, config, updates)
+    for key in list(generic):
+        if best == 0:
+            break
+        trial = {k: v for k, v in updates.items() if k != key}
+        n = _mismatch(model, config, trial)
+        if n is not None and (best is None or n < best):
+            updates, best = trial, n
+    if best == 0:
+        return updates, []
+    return {}, [
+        "the pruned widths differ between layers (or from what the config can express), "
+        "so model.config was left as is: save_pretrained would not reload it; use "
+        "slimtorch.save, or prune with the same ratio in every layer"
+    ]

@@ -18,6 +18,7 @@ from .._registry import Registry
 from ..errors import FormatError
 from ..nn._registry import build_module
 from .channels import apply_prune_edit_
+from .fold import replay_fold_
 from .modules import replace_module_
 from .sparse import sparsify_module_
 
@@ -57,6 +58,7 @@ def _sparsify(model: nn.Module, edit: Mapping[str, Any]) -> None:
     sparsify_module_(model, _module_name(edit), record=False)
 
 
+EDIT_OPS.add("fold", EditOp("structure", replay_fold_))
 EDIT_OPS.add("prune", EditOp("structure", apply_prune_edit_))
 EDIT_OPS.add("replace", EditOp("structure", _replace))
 EDIT_OPS.add("sparsify", EditOp("after_weights", _sparsify))

@@ -126,8 +126,11 @@ def _module_of(param: str) -> str:
     return param.rpartition(".")[0]
 
 
-def build_groups(model: nn.Module, graph: ModelGraph) -> GroupSet:
-    """Runs the dimension rules over ``graph`` and collects the channel groups."""
+def build_groups(model: nn.Module, graph: ModelGraph, factor: str = "outer") -> GroupSet:
+    """Runs the dimension rules over ``graph`` and collects the channel groups.
+
+    Where one dim is a product of several candidate factors, ``factor`` says which one is
+    pruned: ``"outer"`` (heads, groups) or ``"inner"`` (head_dim, channels per group)."""
     ctx = DimContext(graph).run()
     atoms = ctx.atoms
     tids = {}
@@ -168,14 +171,27 @@ def build_groups(model: nn.Module, graph: ModelGraph) -> GroupSet:
             and atoms.size[r] > 1
         )
 
+    if factor == "outer":
+        for r in range(len(atoms.size)):
+            if atoms.find(r) == r and atoms.has(r, "score"):
+                atoms.freeze(
+                    r,
+                    "summed over between two activations (attention head_dim of q.k); "
+                    "whole heads are pruned, factor='inner' prunes head_dim",
+                )
+
     # Where one dim is a product of several candidates (heads x head_dim, groups x channels
-    # per group), prune only the outermost factor: whole heads or groups, which code that
-    # reshapes by a fixed head_dim or group width still accepts, and no compounded ratio.
+    # per group), prune one factor only, so that ratios do not compound: by default the
+    # outermost (whole heads or groups, which code that reshapes by a fixed head_dim or
+    # group width still accepts), with factor="inner" the innermost.
     for _, _, _, roots in entries:
         cands = [a for a in roots if candidate(a)]
-        for a in cands[1:]:
+        rest = cands[1:] if factor == "outer" else cands[:-1]
+        for a in rest:
             atoms.freeze(
-                a, "inner factor (e.g. head_dim) of a product whose outer factor is pruned"
+                a,
+                f"{'inner' if factor == 'outer' else 'outer'} factor of a product "
+                f"(heads x head_dim, groups x channels) with factor={factor!r}",
             )
 
     members: dict[int, list[Member]] = {}

@@ -53,7 +53,11 @@ class PrunableMultiheadAttention(nn.Module):
         bias: biases on the projections.
         batch_first: inputs are ``(N, L, E)`` rather than ``(L, N, E)``.
         dropout: dropout on the attention weights in training.
-        head_dim: per-head width of q and k (and of v).
+        head_dim: per-head width of q and k (and of v unless ``v_head_dim`` is given).
+        v_head_dim: per-head width of v (and of the input of ``out_proj``).
+        scale: factor of the q.k scores; ``head_dim ** -0.5`` of the width given, and kept
+            when channel pruning shrinks ``head_dim``, so the pruned scores are those of the
+            original model.
     """
 
     def __init__(
@@ -66,6 +70,8 @@ class PrunableMultiheadAttention(nn.Module):
         batch_first: bool = False,
         dropout: float = 0.0,
         head_dim: int | None = None,
+        scale: float | None = None,
+        v_head_dim: int | None = None,
     ) -> None:
         super().__init__()
         check_positive(embed_dim=embed_dim, num_heads=num_heads)
@@ -73,12 +79,14 @@ class PrunableMultiheadAttention(nn.Module):
         if head_dim * num_heads == 0:
             raise ConfigError(f"embed_dim={embed_dim} gives no width per head for {num_heads}")
         self.num_heads, self.head_dim = num_heads, head_dim
+        self.v_head_dim = v_head_dim or head_dim
+        self.scale = float(scale) if scale is not None else head_dim**-0.5
         self.batch_first, self.dropout = batch_first, float(dropout)
-        inner = num_heads * head_dim
+        inner, v_inner = num_heads * head_dim, num_heads * self.v_head_dim
         self.q_proj = nn.Linear(embed_dim, inner, bias=bias)
         self.k_proj = nn.Linear(kdim or embed_dim, inner, bias=bias)
-        self.v_proj = nn.Linear(vdim or embed_dim, inner, bias=bias)
-        self.out_proj = nn.Linear(inner, embed_dim, bias=bias)
+        self.v_proj = nn.Linear(vdim or embed_dim, v_inner, bias=bias)
+        self.out_proj = nn.Linear(v_inner, embed_dim, bias=bias)
 
     @property
     def embed_dim(self) -> int:
@@ -133,7 +141,7 @@ class PrunableMultiheadAttention(nn.Module):
         h, d = self.num_heads, self.head_dim
         q = self.q_proj(query).view(b, n_q, h, d).transpose(1, 2)
         k = self.k_proj(key).view(b, n_k, h, d).transpose(1, 2)
-        v = self.v_proj(value).view(b, n_k, h, d).transpose(1, 2)
+        v = self.v_proj(value).view(b, n_k, h, self.v_head_dim).transpose(1, 2)
         mask = _additive(attn_mask, q.dtype)
         if mask is not None and mask.dim() == 3:  # (N * H, L, S)
             mask = mask.view(b, -1, n_q, n_k)
@@ -147,13 +155,15 @@ class PrunableMultiheadAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
-            scores = q @ k.transpose(-2, -1) * d**-0.5
+            scores = q @ k.transpose(-2, -1) * self.scale
             attn = (scores if mask is None else scores + mask).softmax(-1)
             out = F.dropout(attn, p, self.training) @ v
             weights = attn.mean(1) if average_attn_weights else attn
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        out = self.out_proj(out.transpose(1, 2).reshape(b, n_q, h * d))
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=p, scale=self.scale
+            )
+        out = self.out_proj(out.transpose(1, 2).reshape(b, n_q, h * self.v_head_dim))
         if not self.batch_first:
             out = out.transpose(0, 1)
         return out, weights
@@ -168,9 +178,12 @@ class PrunableMultiheadAttention(nn.Module):
             "batch_first": self.batch_first,
             "dropout": self.dropout,
             "head_dim": self.head_dim,
+            "scale": self.scale,
+            "v_head_dim": self.v_head_dim,
         }
 
     def extra_repr(self) -> str:
         return (
-            f"num_heads={self.num_heads}, head_dim={self.head_dim}, batch_first={self.batch_first}"
+            f"num_heads={self.num_heads}, head_dim={self.head_dim}, "
+            f"v_head_dim={self.v_head_dim}, batch_first={self.batch_first}"
         )

@@ -56,6 +56,7 @@ def window_attention(
     dropout: float = 0.0,
     logit_scale: torch.Tensor | None = None,
     training: bool = False,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """Window multi-head self-attention with relative position bias, shifted or not."""
     b, h, w, c = x.shape
@@ -80,7 +81,7 @@ def window_attention(
         attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
         attn = attn * torch.clamp(logit_scale, max=math.log(100.0)).exp()
     else:
-        attn = (q * head_dim**-0.5).matmul(k.transpose(-2, -1))
+        attn = (q * (head_dim**-0.5 if scale is None else scale)).matmul(k.transpose(-2, -1))
     attn = attn + position_bias
     if sum(shift) > 0:
         mask = _shift_mask(x, (pad_h, pad_w), window, shift)
@@ -130,6 +131,8 @@ class PrunableWindowAttention(nn.Module):
         qkv_bias / proj_bias: biases; attention_dropout / dropout: in training;
         cosine: Swin V2's cosine attention with ``logit_scale`` and a ``cpb_mlp`` bias.
         out_dim: output width (``dim`` by default).
+        scale: factor of the q.k scores (``head_dim ** -0.5`` of the width given), kept when
+            pruning shrinks ``head_dim``.
     """
 
     def __init__(
@@ -145,10 +148,12 @@ class PrunableWindowAttention(nn.Module):
         dropout: float = 0.0,
         cosine: bool = False,
         out_dim: int | None = None,
+        scale: float | None = None,
     ) -> None:
         super().__init__()
         self.window_size, self.shift_size = list(window_size), list(shift_size)
         self.num_heads, self.head_dim = num_heads, head_dim or dim // num_heads
+        self.scale = float(scale) if scale is not None else self.head_dim**-0.5
         self.attention_dropout, self.dropout, self.cosine = attention_dropout, dropout, cosine
         inner = self.num_heads * self.head_dim
         self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
@@ -212,6 +217,7 @@ class PrunableWindowAttention(nn.Module):
             dropout=self.dropout,
             logit_scale=self.logit_scale if self.cosine else None,
             training=self.training,
+            scale=self.scale,
         )
 
     def config(self) -> dict[str, Any]:
@@ -221,6 +227,7 @@ class PrunableWindowAttention(nn.Module):
             "shift_size": self.shift_size,
             "num_heads": self.num_heads,
             "head_dim": self.head_dim,
+            "scale": self.scale,
             "qkv_bias": self.qkv.bias is not None,
             "proj_bias": self.proj.bias is not None,
             "attention_dropout": self.attention_dropout,

@@ -85,6 +85,11 @@ class DimContext:
     def freeze_dim(self, t: int | TensorRef, dim: int, reason: str) -> None:
         self.atoms.freeze_layout(self.atoms.expand(self.L(t, dim)), reason)
 
+    def flag_dim(self, t: int | TensorRef, dim: int, name: str) -> None:
+        for seg in self.atoms.expand(self.L(t, dim)):
+            for a in seg:
+                self.atoms.flag(a, name)
+
     def freeze_tensor(self, t: int | TensorRef, reason: str) -> None:
         for d in range(len(self.shape(t))):
             self.freeze_dim(t, d, reason)

@@ -31,12 +31,7 @@ def _contract(ctx: DimContext, a: TensorRef, da: int, b: TensorRef, db: int) -> 
         ctx.role(b, db, "contract")
     if not a_param and not b_param:
         ctx.role(a, da, "cross")
-        ctx.freeze_dim(
-            a,
-            da,
-            "summed over between two activations (attention scores, head_dim); "
-            "whole heads are pruned instead",
-        )
+        ctx.flag_dim(a, da, "score")  # head_dim of q.k: pruned only with factor="inner"
 
 
 def _is_param(ctx: DimContext, t: TensorRef) -> bool:
@@ -109,11 +104,7 @@ def _sdpa(ctx: DimContext, node: OpNode) -> None:
     ctx.same(v, -1, out, -1)
     ctx.role(q, -1, "cross")
     ctx.role(k, -2, "cross")
-    ctx.freeze_dim(
-        q,
-        -1,
-        "attention head_dim (q.k scores); whole heads are pruned instead",
-    )
+    ctx.flag_dim(q, -1, "score")  # head_dim of q.k: pruned only with factor="inner"
     mask = node.args[3] if len(node.args) > 3 else node.kwargs.get("attn_mask")
     if isinstance(mask, TensorRef):
         _broadcast_to_scores(ctx, mask, q, k)

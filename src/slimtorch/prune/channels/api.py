@@ -15,7 +15,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._forward import Inputs, check_model, eval_mode, split_inputs
+from ..._forward import (
+    Inputs,
+    check_model,
+    copy_model,
+    eval_mode,
+    relative_error,
+    split_inputs,
+)
+from ...edit.fold import fold_parametrizations_
+from ...edit.masks import masked_params
 from ...errors import PruneError
 from ...graph.groups import ChannelGroup, build_groups
 from ...graph.trace import ModelGraph, trace
@@ -117,6 +126,7 @@ def prune_channels(
     ratios: Mapping[str, float] | None = None,
     ignore: Sequence[str] = (),
     round_to: int | str | None = "auto",
+    factor: str = "outer",
     batch: Any = None,
     loss_fn: Callable | None = None,
 ) -> PruneResult:
@@ -140,6 +150,8 @@ def prune_channels(
         ignore: module names whose output channels are kept.
         round_to: round kept channel counts up to this multiple in wide groups; ``"auto"``
             is the CPU's SIMD width in floats (16 with AVX-512, 8 with AVX2).
+        factor: in a dim made of heads x head_dim or groups x channels per group,
+            ``"outer"`` removes whole heads or groups, ``"inner"`` shrinks each alike.
         batch: ``(inputs, targets)`` for ``taylor``.
         loss_fn: ``loss(output, targets)`` for ``taylor``.
 
@@ -160,14 +172,18 @@ def prune_channels(
         ratios=dict(ratios or {}),
         ignore=tuple(ignore),
         round_to=round_to,
+        factor=factor,
     )
     warnings: list[str] = []
     work = _working_copy(model, opts, warnings)
     swapped = swap_twins_(work, example_inputs)
+    modules = [n for n, _ in work.named_modules()]  # a twin's parts may be named too
+    check_module_names(opts.ignore, modules, "ignore")
+    check_module_names(opts.ratios, modules, "ratios")
     meta = sum(p.numel() for p in work.parameters()) > _META_PARAMS
     graph = trace(work, example_inputs, grad=True, meta=meta)
     warnings.extend(_unused_params(work, graph))
-    gset = build_groups(work, graph)
+    gset = build_groups(work, graph, opts.factor)
     warnings.extend(f"kept channels of '{m}': {why}" for m, why in sorted(gset.frozen.items()))
     ignored = set(opts.ignore)
     groups = [g for g in gset.groups if not ignored.intersection(g.modules)]
@@ -179,6 +195,8 @@ def prune_channels(
 
     pruner = Pruner(work, example_inputs, graph, gset, scores, opts, group_ratio, meta)
     pruned, after, groups, keep, r, edit = pruner.run(groups, warnings)
+    if edit.get("config") and not meta:
+        warnings.extend(_config_rebuild_differs(pruned, example_inputs))
     plan = {
         "ratio": r,
         "importance": opts.importance,
@@ -210,17 +228,47 @@ def prune_channels(
 def _working_copy(model: nn.Module, opts: ChannelOptions, warnings: list[str]) -> nn.Module:
     """A checked deep copy of the input, remembering its origin so that it can be saved."""
     check_model(model)
-    if any(hasattr(m, "parametrizations") for m in model.modules()):
+    if any(True for m in model.modules() for _ in masked_params(m)):
         raise PruneError(
-            "the model holds parametrizations (e.g. weight-pruning masks); call "
-            "slimtorch.make_permanent_(model) first, then prune channels."
+            "the model holds weight-pruning masks; call slimtorch.make_permanent_(model) "
+            "first, then prune channels."
         )
-    work = copy.deepcopy(_unwrap(model, warnings))
+    work = copy_model(_unwrap(model, warnings))
     remember_origin(work)
-    modules = [n for n, _ in work.named_modules()]
-    check_module_names(opts.ignore, modules, "ignore")
-    check_module_names(opts.ratios, modules, "ratios")
+    folded = fold_parametrizations_(work)
+    if folded:
+        warnings.append(
+            f"folded the reparametrized weights of {len(folded)} tensors (weight_norm, "
+            f"spectral_norm, ...: {', '.join(folded[:3])}{' ...' if len(folded) > 3 else ''}) "
+            "into plain weights, their values at inference; apply weight_norm again to the "
+            "pruned model if you fine-tune with it"
+        )
     return work
+
+
+def _config_rebuild_differs(pruned: nn.Module, example_inputs: Inputs) -> list[str]:
+    """A warning if a model built from the updated Hugging Face config and given the pruned
+    weights computes something else: a value derived from the config at construction (an
+    embedding scale of sqrt(hidden_size)) that ``from_pretrained`` would recompute."""
+    try:
+        rebuilt = type(pruned)(pruned.config)
+        rebuilt.load_state_dict(pruned.state_dict())
+        args, kwargs = split_inputs(example_inputs)
+        with torch.no_grad(), eval_mode(rebuilt), eval_mode(pruned):
+            out, ref = rebuilt(*args, **kwargs), pruned(*args, **kwargs)
+        err = relative_error(out, ref)
+    except Exception as exc:  # any failure to rebuild is worth the same warning
+        err, why = float("inf"), f" ({type(exc).__name__}: {exc})"[:200]
+    else:
+        why = ""
+    if err <= 1e-5:
+        return []
+    return [
+        "a model rebuilt from the updated config (save_pretrained/from_pretrained) computes "
+        f"differently from the pruned one (relative error {err:.2g}){why}: the model derives "
+        "values from its config at construction (e.g. an embedding scale of "
+        "sqrt(hidden_size)); use slimtorch.save/load, which keep the pruned model as it is"
+    ]
 
 
 def _unused_params(work: nn.Module, graph: ModelGraph) -> list[str]:

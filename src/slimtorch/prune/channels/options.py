@@ -27,6 +27,7 @@ def simd_channels() -> int:
 
 
 SCOPES = ("local", "global")
+FACTORS = ("outer", "inner")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class ChannelOptions(Options):
             least ``4 * round_to`` channels; ``"auto"`` uses ``simd_channels()`` (see
             docs/pruning.md for why).
         max_ratio: never remove more than this fraction of one group (global scope).
+        factor: where a dim is a product of prunable factors (heads x head_dim, groups x
+            channels per group), ``"outer"`` removes whole heads or groups, ``"inner"``
+            shrinks every head or group alike (head_dim, channels per group) and keeps
+            their number.
     """
 
     ratio: float | None = 0.5
@@ -55,6 +60,7 @@ class ChannelOptions(Options):
     ignore: tuple[str, ...] = ()
     round_to: int | str | None = "auto"
     max_ratio: float = 0.9
+    factor: str = "outer"
 
     def __post_init__(self) -> None:
         from .importance import IMPORTANCES
@@ -79,6 +85,11 @@ class ChannelOptions(Options):
             object.__setattr__(self, "round_to", simd_channels())
         if self.round_to is not None:
             check_int("round_to", self.round_to, hint="'auto' or None")
+        if self.factor not in FACTORS:
+            raise ConfigError(
+                f"factor={self.factor!r} is invalid; use 'outer' (whole heads or groups) or "
+                "'inner' (head_dim, channels per group)."
+            )
         if not 0 < self.max_ratio < 1:
             raise ConfigError(f"max_ratio={self.max_ratio!r} must be in (0, 1).")
 

@@ -65,11 +65,7 @@ def tensor_plan(
     gset: GroupSet, keep: Mapping[int, torch.Tensor]
 ) -> dict[str, dict[int, list[int]]]:
     """Kept positions per (tensor, dim) for every tensor a pruned group touches."""
-    touched: dict[str, set[int]] = {}
-    for g in gset.groups:
-        if g.atom in keep and len(keep[g.atom]) < g.size:
-            for m in g.members:
-                touched.setdefault(m.param, set()).add(m.dim)
+    touched = tensor_plan_dims(gset, keep)
     atoms = gset.ctx.atoms
     out: dict[str, dict[int, list[int]]] = {}
     for name, dims in touched.items():
@@ -89,9 +85,24 @@ def tensor_plan(
     return out
 
 
-def conv_groups(gset: GroupSet, keep: Mapping[int, torch.Tensor]) -> dict[str, dict[str, int]]:
+def conv_groups(gset: GroupSet, keep: Mapping[int, torch.Tensor]) -> dict[str, dict[str, Any]]:
+    """What module surgery needs beyond the sliced tensors: a conv's new group count, and
+    for each pruned weight the factors of each segment of its dims as ``[[size, kept], ...]``
+    (an attention
+    module reads its head count and head_dim off its projections')."""
     atoms = gset.ctx.atoms
-    info = {}
+    info: dict[str, dict[str, Any]] = {}
+    for name, dims in tensor_plan_dims(gset, keep).items():
+        module, _, attr = name.rpartition(".")
+        if attr != "weight":
+            continue
+        factors = {}
+        for dim in dims:
+            factors[dim] = [
+                [[atoms.size[r], len(keep[r]) if r in keep else atoms.size[r]] for r in rs]
+                for rs in ([atoms.find(a) for a in seg] for seg in gset.layout(name, dim))
+            ]
+        info.setdefault(module, {})["factors"] = factors
     for module, layout in gset.ctx.conv_groups.items():
         total = 0
         for seg in atoms.expand(layout):
@@ -100,8 +111,18 @@ def conv_groups(gset: GroupSet, keep: Mapping[int, torch.Tensor]) -> dict[str, d
                 r = atoms.find(a)
                 n *= len(keep[r]) if r in keep else atoms.size[r]
             total += n
-        info[module] = {"groups": total if total else 1}
+        info.setdefault(module, {})["groups"] = total if total else 1
     return info
+
+
+def tensor_plan_dims(gset: GroupSet, keep: Mapping[int, torch.Tensor]) -> dict[str, set[int]]:
+    """The (tensor, dims) that pruned groups touch."""
+    touched: dict[str, set[int]] = {}
+    for g in gset.groups:
+        if g.atom in keep and len(keep[g.atom]) < g.size:
+            for m in g.members:
+                touched.setdefault(m.param, set()).add(m.dim)
+    return touched
 
 
 def consumer_positions(group: ChannelGroup, kept: torch.Tensor) -> dict[str, dict[str, list]]:
