@@ -14,7 +14,19 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["config_updates"]
+__all__ = ["CONFIG_KEYS", "config_updates"]
+
+# The config fields a prune edit may change (only ever lowered).
+CONFIG_KEYS = frozenset(
+    [
+        "hidden_size",
+        "n_inner",
+        "intermediate_size",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+    ]
+)
 
 _MLP_IN = ("gate_proj", "up_proj", "fc1", "c_fc", "intermediate.dense", "mlp.0", "w1")
 
