@@ -27,7 +27,6 @@ def read_entries(path: Path, limits: Mapping[str, int]) -> dict[str, bytes]:
     Raises:
         FormatError: anything unexpected about the zip or its entries.
     """
-    where = repr(str(path))
     size = path.stat().st_size
     with zipfile.ZipFile(path) as zf:
         infos = zf.infolist()
@@ -36,7 +35,7 @@ def read_entries(path: Path, limits: Mapping[str, int]) -> dict[str, bytes]:
             extra = sorted(n for n in set(names) if names.count(n) > 1)
             detail = f"duplicate entries {extra}" if extra else f"entries {sorted(names)[:10]}"
             raise FormatError(
-                f"{where} holds {detail}, not exactly a .slim file's {sorted(limits)}; it was "
+                f"it holds {detail}, not exactly a .slim file's {sorted(limits)}; it was "
                 "not written by slimtorch.save() or was modified."
             )
         total = 0
@@ -44,31 +43,31 @@ def read_entries(path: Path, limits: Mapping[str, int]) -> dict[str, bytes]:
             limit = limits[info.filename]
             if info.compress_type not in _METHODS:
                 raise FormatError(
-                    f"{where}: entry {info.filename!r} uses zip compression method "
+                    f"entry {info.filename!r} uses zip compression method "
                     f"{info.compress_type}; .slim files use only {sorted(_METHODS.values())}."
                 )
             if info.flag_bits & 0x1:
-                raise FormatError(f"{where}: entry {info.filename!r} is encrypted")
+                raise FormatError(f"entry {info.filename!r} is encrypted")
             if info.file_size > limit:
                 raise FormatError(
-                    f"{where}: entry {info.filename!r} declares {info.file_size:,} bytes, over "
+                    f"entry {info.filename!r} declares {info.file_size:,} bytes, over "
                     f"the limit of {limit:,}."
                 )
             if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
-                raise FormatError(f"{where}: stored entry {info.filename!r} has inconsistent sizes")
+                raise FormatError(f"stored entry {info.filename!r} has inconsistent sizes")
             if info.file_size > MAX_RATIO * max(info.compress_size, 1) + 1024:
                 raise FormatError(
-                    f"{where}: entry {info.filename!r} would expand {info.compress_size:,} "
+                    f"entry {info.filename!r} would expand {info.compress_size:,} "
                     f"bytes into {info.file_size:,} (over {MAX_RATIO}x): refused as a zip bomb."
                 )
             total += info.compress_size
         if total > size:
-            raise FormatError(f"{where}: its entries declare more bytes than the file holds")
+            raise FormatError("its entries declare more bytes than the file holds")
         out = {}
         for info in infos:
             with zf.open(info) as f:
                 data = f.read(info.file_size + 1)
             if len(data) != info.file_size:
-                raise FormatError(f"{where}: entry {info.filename!r} is not its declared size")
+                raise FormatError(f"entry {info.filename!r} is not its declared size")
             out[info.filename] = data
         return out

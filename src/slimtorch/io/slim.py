@@ -28,7 +28,7 @@ from torch import nn
 
 from .._files import check_output_path, open_atomic
 from ..edit import check_edits, densified, edits_of, remove_masks_, replay_, set_meta
-from ..errors import ConfigError, FormatError
+from ..errors import ConfigError, FormatError, ModelSpecError
 from ._plan import FORMAT, check_plan, checksum, parse_plan, verify
 from ._zip import read_entries
 from .sparse import pack, unpack
@@ -199,7 +199,10 @@ def _load(path: Path, trust_code: bool) -> nn.Module:
         raise FormatError(f"unreadable weights ({str(exc)[:200]})") from exc
     plain, parts, described = _split_weights(plan, tensors)
     budget = described + described // 4 + _SLACK_BYTES
-    size = model_nbytes(name, kwargs)
+    try:
+        size = model_nbytes(name, kwargs)
+    except ModelSpecError as exc:
+        raise FormatError(f"cannot rebuild the model: {exc}") from exc
     if size is None and name.startswith(_SAFE_SOURCES):
         raise FormatError(f"cannot rebuild {name!r} with {str(kwargs)[:200]}")
     if size is not None and size > budget:
@@ -209,9 +212,20 @@ def _load(path: Path, trust_code: bool) -> nn.Module:
         )
     edits = plan["edits"]
     check_edits(edits, budget)
-    model = load_model(name, **kwargs)
+    try:
+        model = load_model(name, **kwargs)
+    except ModelSpecError as exc:
+        raise FormatError(f"cannot rebuild the model: {exc}") from exc
     replay_(model, edits, "structure")
     _check_aliases(model, plan["aliases"], set(plain) | set(parts))
+    expected = set(model.state_dict())
+    stored = set(plain) | set(parts) | set(plan["aliases"])
+    if stored != expected:  # before unpacking anything
+        missing, unexpected = sorted(expected - stored)[:3], sorted(stored - expected)[:3]
+        raise FormatError(
+            f"the weights do not fit the rebuilt model (missing {missing}, unexpected "
+            f"{[u[:80] for u in unexpected]})"
+        )
     state: dict[str, torch.Tensor] = dict(plain)
     for key, meta in plan["packed"].items():
         state[key] = unpack(parts[key], tuple(meta["shape"]), getattr(torch, meta["dtype"]))

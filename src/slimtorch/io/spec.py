@@ -133,7 +133,18 @@ def _build(spec: str, kwargs: dict[str, Any]) -> nn.Module:
 def model_nbytes(spec: str, kwargs: dict[str, Any]) -> int | None:
     """Bytes of the parameters and buffers ``load_model(spec, **kwargs)`` would allocate,
     measured on the ``meta`` device (None when the builder cannot run there)."""
-    built = _meta_build(lambda: _build(spec, kwargs))
+    refused: list[ModelSpecError] = []
+
+    def build() -> nn.Module:
+        try:
+            return _build(spec, kwargs)
+        except ModelSpecError as exc:  # a refused spec is an answer, not a meta-device failure
+            refused.append(exc)
+            raise
+
+    built = _meta_build(build)
+    if refused:
+        raise refused[0]
     if built is None:
         return None
     tensors = [*built.parameters(), *built.buffers()]

@@ -8,6 +8,7 @@ model is untouched.
 from __future__ import annotations
 
 import copy
+import warnings as _warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from ..._forward import Inputs, check_model, eval_mode, split_inputs
+from ..._validate import check_finite, name_list
 from ...errors import PruneError
 from ...graph.groups import ChannelGroup, build_groups
 from ...graph.trace import ModelGraph, trace
@@ -158,7 +160,7 @@ def prune_channels(
         importance=importance,
         scope=scope,
         ratios=dict(ratios or {}),
-        ignore=tuple(ignore),
+        ignore=name_list("ignore", ignore),
         round_to=round_to,
     )
     warnings: list[str] = []
@@ -190,13 +192,21 @@ def prune_channels(
         "edit": edit,
     }
     used = graph.used_params
+    before_macs = sum(count_macs(graph).values())
+    if opts.target_macs is not None and before_macs <= opts.target_macs:
+        message = (
+            f"target_macs={opts.target_macs:,} is already met: the model has {before_macs:,} "
+            "MACs, so nothing was pruned; give a lower target."
+        )
+        warnings.append(message)
+        _warnings.warn(message, UserWarning, stacklevel=2)
     return PruneResult(
         model=pruned,
         plan=plan,
         warnings=warnings,
         before={
             "params": sum(p.numel() for n, p in model.named_parameters() if n in used),
-            "macs": sum(count_macs(graph).values()),
+            "macs": before_macs,
         },
         after={
             "params": sum(
@@ -210,6 +220,7 @@ def prune_channels(
 def _working_copy(model: nn.Module, opts: ChannelOptions, warnings: list[str]) -> nn.Module:
     """A checked deep copy of the input, remembering its origin so that it can be saved."""
     check_model(model)
+    check_finite(model, "prune_channels")
     if any(hasattr(m, "parametrizations") for m in model.modules()):
         raise PruneError(
             "the model holds parametrizations (e.g. weight-pruning masks); call "
