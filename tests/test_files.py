@@ -71,7 +71,7 @@ _KILLER = textwrap.dedent(
 def test_sigkill_during_save_leaves_old_or_new_file(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     out = subprocess.run(
-        [sys.executable, "-c", _KILLER, str(tmp_path / "m.slim"), "12"],
+        [sys.executable, "-c", _KILLER, str(tmp_path / "m.slim"), "10"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -81,4 +81,4 @@ def test_sigkill_during_save_leaves_old_or_new_file(tmp_path):
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     print("SIGKILL during save:", seen)
     assert seen["broken"] == 0, out.stderr[-2000:]
-    assert seen["old"] + seen["new"] == 12
+    assert seen["old"] + seen["new"] == 10

@@ -210,6 +210,10 @@ def check_hf_config(config: Any, defaults: Mapping[str, Any], where: str = "conf
         default = defaults.get(key)
         if key in defaults and value == default:
             continue
+        if key in ("id2label", "label2id"):
+            if not _labels(key, value):
+                raise ModelSpecError(f"hf spec {here} is not a mapping of label names")
+            continue
         if isinstance(value, dict) and isinstance(default, dict) and where.count(".") < 3:
             check_hf_config(value, default, here)  # a sub-config (text_config, ...)
             continue
@@ -218,9 +222,6 @@ def check_hf_config(config: Any, defaults: Mapping[str, Any], where: str = "conf
         if key in _ENUMS:
             if value not in _ENUMS[key]:
                 raise ModelSpecError(f"hf spec {here}={_short(value)}; use one of a known set")
-        elif key in ("id2label", "label2id"):
-            if not _labels(key, value):
-                raise ModelSpecError(f"hf spec {here} is not a mapping of label names")
         elif key == "architectures":
             if value is not None and not (
                 isinstance(value, list)
