@@ -71,3 +71,48 @@ def test_prune_then_analyze_slim(tmp_path, capsys):
     assert data["params"] < 11689512 / 2
     assert main(["prune", "torchvision:resnet18", "--ratio", "1.5"]) == 2
     assert "ratio=1.5 is outside" in capsys.readouterr().err
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad.slim"
+    bad.write_bytes(b"PK\x03\x04 not a zip")
+    assert main(["analyze", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "bad.slim" in err
+    # An oversized --input is refused by the parser, before anything is allocated.
+    import pytest
+
+    with pytest.raises(SystemExit) as info:
+        main(["analyze", "torchvision:resnet18", "--input", "1,3,100000,100000"])
+    assert info.value.code == 2
+    assert "elements, over" in capsys.readouterr().err
+
+
+def test_output_path_is_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was loaded before -o was checked")
+
+    for module in ("prune", "weights", "convert"):
+        monkeypatch.setattr(f"slimtorch._cli.{module}.load_model", no_work)
+    missing = str(tmp_path / "missing" / "out.slim")
+    for argv in (
+        ["prune", "torchvision:resnet18", "-o", missing],
+        ["sparsify", "torchvision:resnet18", "-o", missing],
+        ["convert", "torchvision:resnet18", "--to", "low_rank", "-o", missing],
+        ["prune", "torchvision:resnet18", "-o", str(tmp_path)],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("does not exist" in err or "is a folder" in err)
+
+
+def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(capsys, monkeypatch):
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("slimtorch._cli.measure.load_model", bug)
+    assert main(["analyze", "torchvision:resnet18"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ZeroDivisionError: a bug" in err and "--debug" in err
+    assert main(["--debug", "analyze", "torchvision:resnet18"]) == 1
+    assert "Traceback" in capsys.readouterr().err

@@ -13,7 +13,16 @@ from typing import Any
 from ._registry import suggest
 from .errors import ConfigError
 
-__all__ = ["check_fraction", "check_int", "check_names", "check_number", "is_number", "suggest"]
+__all__ = [
+    "check_finite",
+    "check_fraction",
+    "check_int",
+    "check_names",
+    "check_number",
+    "is_number",
+    "name_list",
+    "suggest",
+]
 
 
 def is_number(value: Any) -> bool:
@@ -80,8 +89,39 @@ def check_fraction(
     return float(value)
 
 
+def name_list(what: str, names: Any) -> tuple[str, ...]:
+    """``names`` as a tuple of module names; a lone string is refused, never split into
+    characters (``ignore="conv1"`` would otherwise mean ``["c", "o", "n", ...]``)."""
+    if isinstance(names, str):
+        raise ConfigError(
+            f"{what}={names!r} is a string; pass a list of module names, e.g. {what}=[{names!r}]."
+        )
+    if isinstance(names, Iterable):
+        out = tuple(names)
+        if all(isinstance(n, str) for n in out):
+            return out
+    raise ConfigError(f"{what}={names!r} is not a list of module names (strings).")
+
+
+def check_finite(model: Any, what: str) -> None:
+    """Raises ConfigError naming the first parameter that holds NaN or infinity: scores
+    computed from it would be meaningless, so nothing is pruned silently by them."""
+    import torch
+
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and not p.is_meta and not bool(torch.isfinite(p).all()):
+            bad = int((~torch.isfinite(p)).sum())
+            raise ConfigError(
+                f"{what}: parameter {name!r} holds {bad} NaN or infinite values; pruning scores "
+                "from it would be meaningless. Fix the model (or reinitialize that layer) first."
+            )
+
+
 def check_names(names: Iterable[str], modules: Iterable[str], what: str) -> None:
-    """Raises ConfigError for names that are not modules of the model, suggesting close ones."""
+    """Raises ConfigError for names that are not modules of the model, suggesting close ones.
+
+    A lone string is refused (see ``name_list``), never read as its characters."""
+    name_list(what, names)
     known = list(modules)
     known_set = set(known)
     for name in names:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["input_shape", "thread_count"]
+from .._files import check_output_path
+
+__all__ = ["MAX_INPUT_ELEMENTS", "check_output", "input_shape", "thread_count"]
+
+MAX_INPUT_ELEMENTS = 1 << 28  # 1 GiB of float32: far beyond any real example input
+
+
+def check_output(args: argparse.Namespace) -> None:
+    """Refuses a bad ``-o`` before any work starts (a missing folder, a folder as the name)."""
+    if getattr(args, "output", None):
+        check_output_path(args.output, "-o")
 
 
 def input_shape(text: str) -> tuple[int, ...]:
@@ -15,6 +25,14 @@ def input_shape(text: str) -> tuple[int, ...]:
     if not shape or any(s < 1 for s in shape):
         raise argparse.ArgumentTypeError(
             f"input shape {text!r} is not a list of positive integers; write e.g. 1,3,224,224"
+        )
+    n = 1
+    for s in shape:
+        n *= s
+    if n > MAX_INPUT_ELEMENTS:
+        raise argparse.ArgumentTypeError(
+            f"input shape {text!r} has {n:,} elements, over {MAX_INPUT_ELEMENTS:,}; an example "
+            "input of one image is enough, e.g. 1,3,224,224"
         )
     return shape
 

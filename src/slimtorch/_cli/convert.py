@@ -12,7 +12,7 @@ from ..convert import conversion_kinds, convert
 from ..errors import ConfigError
 from ..io.spec import example_input, load_model
 from ..measure.latency import compare
-from ._common import input_shape, thread_count
+from ._common import check_output, input_shape, thread_count
 
 
 def rank_value(text: str) -> int | float | str:
@@ -45,6 +45,7 @@ _OPTIONS = ("rank", "energy", "groups", "fit", "impl")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    check_output(args)  # before the work, not after
     model = load_model(args.model)
     x = example_input(args.model, model, args.input)
     options: dict[str, Any] = {

@@ -12,7 +12,7 @@ from ..io.spec import example_input, load_model
 from ..measure.latency import compare
 from ..prune.channels.api import prune_channels
 from ..prune.channels.importance import IMPORTANCES
-from ._common import input_shape, thread_count
+from ._common import check_output, input_shape, thread_count
 
 
 def _ratio_map(text: str) -> dict[str, float]:
@@ -29,6 +29,7 @@ def _ratio_map(text: str) -> dict[str, float]:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    check_output(args)  # before the work, not after
     model = load_model(args.model).eval()
     x = example_input(args.model, model, args.input)
     result = prune_channels(

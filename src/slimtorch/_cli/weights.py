@@ -14,7 +14,7 @@ from ..io.spec import example_input, load_model
 from ..prune.weights.api import make_permanent_, prune_weights_
 from ..prune.weights.stats import sparsity
 from ..report.table import format_table, human
-from ._common import input_shape
+from ._common import check_output, input_shape
 
 
 def _fraction(text: str) -> float:
@@ -47,6 +47,7 @@ def _saver() -> Callable[..., Any]:
 
 
 def cmd_sparsify(args: argparse.Namespace) -> int:
+    check_output(args)  # before the work, not after
     save = _saver() if args.output else None  # fail before the work, not after
     model = load_model(args.model).eval()
     x = example_input(args.model, model, args.input)

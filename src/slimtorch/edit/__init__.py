@@ -12,12 +12,19 @@ whatever a user did (prune channels, convert layers, sparsify, remove blocks) sa
 - ``replay_``: apply a recorded log to a freshly built model (``.slim`` loading).
 """
 
-from .channels import SURGERY, apply_prune_edit_, module_attrs, register_surgery, slice_channels_
+from .channels import (
+    SURGERY,
+    apply_prune_edit_,
+    module_attrs,
+    register_surgery,
+    settable_attrs,
+    slice_channels_,
+)
 from .fold import fold_parametrizations_
 from .log import carry_metadata, edits_of, get_meta, record_edit, set_meta
 from .masks import WeightMask, attach_mask_, mask_of, remove_mask_, remove_masks_
 from .modules import remove_module_, replace_module_
-from .replay import EDIT_OPS, replay_
+from .replay import EDIT_OPS, check_edits, replay_
 from .sparse import densified, sparsify_module_
 
 __all__ = [
@@ -26,6 +33,7 @@ __all__ = [
     "WeightMask",
     "apply_prune_edit_",
     "attach_mask_",
+    "check_edits",
     "carry_metadata",
     "densified",
     "edits_of",
@@ -41,6 +49,7 @@ __all__ = [
     "replace_module_",
     "replay_",
     "set_meta",
+    "settable_attrs",
     "slice_channels_",
     "sparsify_module_",
 ]

@@ -21,7 +21,14 @@ from ..errors import FormatError
 from .hf_config import config_updates
 from .log import record_edit
 
-__all__ = ["SURGERY", "apply_prune_edit_", "module_attrs", "register_surgery", "slice_channels_"]
+__all__ = [
+    "SURGERY",
+    "apply_prune_edit_",
+    "module_attrs",
+    "register_surgery",
+    "settable_attrs",
+    "slice_channels_",
+]
 
 Updater = Callable[[nn.Module, Mapping[str, Any]], dict[str, Any]]
 SURGERY: Registry[Updater] = Registry(
@@ -237,26 +244,175 @@ def _owners(model: nn.Module) -> dict[str, list[tuple[nn.Module, str]]]:
     return owners
 
 
+def _kept(name: str, dim: Any, keep: Any, t: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """The dimension and kept positions of one tensor, checked: a prune edit only shrinks."""
+    try:
+        d = int(dim)
+    except (TypeError, ValueError):
+        d = -1
+    if isinstance(dim, bool) or not 0 <= d < t.dim():
+        raise FormatError(f"the plan prunes dim {dim!r} of {name!r}, which has {t.dim()} dims")
+    if isinstance(keep, torch.Tensor):
+        keep = keep.tolist()
+    size = t.shape[d]
+    if not isinstance(keep, list | tuple) or len(keep) > size:
+        raise FormatError(
+            f"the plan keeps {len(keep) if isinstance(keep, list | tuple) else keep!r} positions "
+            f"of {name!r} dim {d}, which has {size}"
+        )
+    prev = -1
+    for i in keep:
+        if isinstance(i, bool) or not isinstance(i, int) or not prev < i < size:
+            raise FormatError(
+                f"the plan's kept positions for {name!r} dim {d} must be unique, sorted "
+                f"integers in [0, {size}); found {i!r} after {prev}"
+            )
+        prev = i
+    return d, torch.as_tensor(keep, dtype=torch.long)
+
+
+def settable_attrs(module: nn.Module, groups: Any = None) -> dict[str, Any]:
+    """The attributes an edit may set on ``module``, with the values its tensors imply.
+
+    This is the allowlist per module type: the keys its surgery rule returns (plus the head
+    counts of attention modules), read off the module's current (sliced) tensors.
+    """
+    return _settable(module, groups)[0]
+
+
+def _heads_kept(module: nn.Module) -> dict[str, Any]:
+    """Planner info under which an attention module kept its heads and head_dim shrank."""
+    heads = next(
+        (getattr(module, n) for n in _HEAD_COUNT if isinstance(getattr(module, n, None), int)),
+        None,
+    )
+    head_dim = next(
+        (getattr(module, n) for n in _HEAD_SIZE if isinstance(getattr(module, n, None), int)),
+        None,
+    )
+    children = dict(module.named_children())
+    proj = next((n for n in (*_Q_NAMES, *_QKV_NAMES) if n in children), None)
+    width = _out_width(children[proj]) if proj else None
+    if not (heads and head_dim and width):
+        return {}
+    width //= 3 if proj in _QKV_NAMES else 1
+    if width % heads:
+        return {}
+    return {proj: {"factors": {0: [[[heads, heads], [head_dim, width // heads]]]}}}
+
+
+def _settable(module: nn.Module, groups: Any = None) -> list[dict[str, Any]]:
+    """The allowed attributes with the values the tensors imply, once per reading of an
+    attention module's sliced projections: whole heads removed, or head_dim shrunk."""
+    fn = SURGERY.lookup(type(module))
+    info = {"groups": groups} if groups is not None else {}
+    attrs = dict(fn(module, info)) if fn is not None else {}
+    readings = [attrs | _attention_attrs(module)]
+    kept = _heads_kept(module)
+    if kept:
+        readings.append(attrs | _attention_attrs(module, "", kept))
+    return readings
+
+
+def _check_attrs(mname: str, module: nn.Module, attrs: Any) -> None:
+    if not isinstance(attrs, Mapping):
+        raise FormatError(f"the plan's attributes for {mname!r} are not an object")
+    groups = attrs.get("groups")
+    weight = getattr(module, "weight", None)
+    if groups is not None and (
+        isinstance(groups, bool)
+        or not isinstance(groups, int)
+        or groups < 1
+        or not isinstance(weight, torch.Tensor)
+        or weight.dim() < 1
+        or weight.shape[0] % groups
+    ):
+        raise FormatError(f"the plan sets groups={groups!r} on {mname!r}, which its weight refutes")
+    readings = _settable(module, groups)
+    problems = [_attr_problem(mname, module, attrs, allowed) for allowed in readings]
+    if all(problems):
+        raise FormatError(problems[0])
+
+
+def _attr_problem(mname: str, module: nn.Module, attrs: Any, allowed: dict[str, Any]) -> str:
+    for attr, value in attrs.items():
+        if attr not in allowed:
+            return (
+                f"the plan sets {attr!r} on {mname!r} ({type(module).__name__}); an edit may set "
+                f"only {sorted(allowed)} there (register_surgery lists what a type allows)."
+            )
+        if attr != "groups" and not _same(value, allowed[attr]):
+            return (
+                f"the plan sets {mname}.{attr}={str(value)[:60]}, but the pruned tensors imply "
+                f"{allowed[attr]!r}"
+            )
+    return ""
+
+
+def _same(value: Any, implied: Any) -> bool:
+    """JSON ``value`` equals ``implied`` exactly (a tuple reads back as a list; 3.0 is not 3)."""
+    if isinstance(implied, tuple | list):
+        return (
+            isinstance(value, list)
+            and len(value) == len(implied)
+            and all(_same(v, i) for v, i in zip(value, implied))
+        )
+    return type(value) is type(implied) and value == implied
+
+
+def _check_config(config: Any, model_config: Any) -> None:
+    if not isinstance(config, Mapping):
+        raise FormatError("the plan's config updates are not an object")
+    if config and model_config is None:
+        raise FormatError("the plan updates a config, but the model has none")
+    for key, value in config.items():
+        old = getattr(model_config, key, None)
+        known = isinstance(old, int) and not isinstance(old, bool)
+        unset = old is None and hasattr(model_config, key)  # a default (GPT-2's n_inner)
+        ok = (
+            (known or unset)
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+            and value >= 1
+            and (unset or value <= old)
+        )
+        if not ok:
+            raise FormatError(
+                f"the plan sets config.{key}={str(value)[:40]} (was {old!r}); a prune edit may "
+                "only lower an integer field the config has to a positive integer"
+            )
+
+
+_PRUNE_KEYS = {"op", "tensors", "attrs", "config", "why"}
+
+
 def apply_prune_edit_(model: nn.Module, edit: Mapping[str, Any]) -> None:
     """Slices tensors and sets module attributes as recorded in a ``prune`` edit, in place.
 
     ``edit["tensors"]``: ``{name: {dim: [kept positions]}}``; ``edit["attrs"]``:
     ``{module: {attribute: value}}``; ``edit.get("config")``: ``{key: value}`` for a
-    Hugging Face ``model.config``.
+    Hugging Face ``model.config``. Everything is checked first: kept positions unique, sorted
+    and in range, attributes those the module type allows with the values its new shapes
+    imply, config values only lowered (``FormatError`` otherwise).
     """
+    tensors, attrs_map = edit.get("tensors", {}), edit.get("attrs", {})
+    if set(edit) - _PRUNE_KEYS or not isinstance(tensors, Mapping):
+        raise FormatError(f"a prune edit has keys {sorted(edit)}, expected {sorted(_PRUNE_KEYS)}")
+    if not isinstance(attrs_map, Mapping):
+        raise FormatError("a prune edit's attrs are not an object")
     owners = _owners(model)
-    for name, dims in edit["tensors"].items():
+    for name, dims in tensors.items():
         if name not in owners:
             raise FormatError(f"the plan prunes tensor {name!r}, which the model does not have")
+        if not isinstance(dims, Mapping):
+            raise FormatError(f"the plan's positions for {name!r} are not an object")
         module, attr = owners[name][0]
         t = getattr(module, attr)
         with torch.no_grad():
             new = t.detach()
             for dim, keep in dims.items():
-                index = torch.as_tensor(keep, dtype=torch.long)
-                if index.numel() and int(index.max()) >= new.shape[int(dim)]:
-                    raise FormatError(f"plan positions out of range for {name!r} dim {dim}")
-                new = new.index_select(int(dim), index.to(new.device))
+                d, index = _kept(name, dim, keep, new)
+                new = new.index_select(d, index.to(new.device))
             new = new.clone()
         replacement = (
             nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else new
@@ -267,16 +423,17 @@ def apply_prune_edit_(model: nn.Module, edit: Mapping[str, Any]) -> None:
             else:
                 owner._buffers[a] = replacement
     modules = dict(model.named_modules())
-    for mname, attrs in edit.get("attrs", {}).items():
+    for mname, attrs in attrs_map.items():
         if mname not in modules:
             raise FormatError(f"the plan sets attributes on {mname!r}, which does not exist")
+        _check_attrs(mname, modules[mname], attrs)
         for attr, value in attrs.items():
             old = getattr(modules[mname], attr, None)
             setattr(modules[mname], attr, tuple(value) if isinstance(old, tuple) else value)
     config = getattr(model, "config", None)
+    _check_config(edit.get("config", {}), config)
     for key, value in edit.get("config", {}).items():
-        if config is not None:
-            setattr(config, key, value)
+        setattr(config, key, value)
 
 
 def _holders(model: nn.Module, names: set[str]) -> set[str]:

@@ -3,16 +3,20 @@
 A ``.slim`` file is a zip holding ``plan.json`` (the original model's spec plus the structural
 edits it went through: channel pruning, module replacements) and ``weights.safetensors``.
 Loading rebuilds the architecture from the spec, replays the edits and loads the weights; it
-never unpickles. Sparse tensors are stored as a bitmask plus their non-zero values.
+never unpickles, never touches the network or any file but the one given, and keeps memory
+within what the file's weights describe. Any failure inside ``load`` is a ``FormatError``
+(the cause chained). Sparse tensors are stored as a bitmask plus their non-zero values.
+``docs/format.md`` describes the format and its threat model.
 """
 
 from __future__ import annotations
 
 import collections
 import copy
-import hashlib
 import json
+import math
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,16 +26,22 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from ..edit import densified, edits_of, remove_masks_, replay_, set_meta
+from .._files import check_output_path, open_atomic
+from ..edit import check_edits, densified, edits_of, remove_masks_, replay_, set_meta
 from ..errors import ConfigError, FormatError, ModelSpecError
+from ._plan import FORMAT, check_plan, checksum, parse_plan, verify
+from ._zip import read_entries
 from .sparse import pack, unpack
-from .spec import ensure_spec, load_model, set_spec, spec_of
+from .spec import ensure_spec, load_model, model_nbytes, set_spec, spec_of
 
 __all__ = ["save", "load", "FORMAT"]
 
-FORMAT = "slimtorch/1"
 _PLAN, _WEIGHTS = "plan.json", "weights.safetensors"
 _SAFE_SOURCES = ("torchvision:", "timm:", "hf:")
+_FACTORY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+MAX_WEIGHTS_BYTES = 1 << 40
+_SLACK_BYTES = 64 << 20  # non-persistent buffers and builder temporaries
+_BASE_FACTOR, _BASE_FLOOR_BYTES = 64, 1 << 30  # bound of the architecture before its edits
 
 
 def _plain(model: nn.Module) -> nn.Module:
@@ -67,6 +77,7 @@ def save(
         PosixPath('r18.slim')
     """
     model = getattr(model, "model", model)
+    path = check_output_path(path, "save() path")  # before any work
     if not isinstance(model, nn.Module):
         raise ConfigError(f"save() needs an nn.Module or a result with .model, got {type(model)}")
     if spec is not None:
@@ -104,103 +115,127 @@ def save(
         "edits": edits_of(model),
         "aliases": aliases,
         "packed": packed,
-        "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
-    path = Path(path)
-    with zipfile.ZipFile(path, "w") as zf:
+    plan["checksum"] = checksum(plan, weights)
+    with open_atomic(path) as f, zipfile.ZipFile(f, "w") as zf:
         zf.writestr(_PLAN, json.dumps(plan, indent=1), compress_type=zipfile.ZIP_DEFLATED)
         zf.writestr(_WEIGHTS, weights, compress_type=zipfile.ZIP_STORED)
     return path
 
 
-def _read(path: Path) -> tuple[dict[str, Any], bytes]:
-    if not path.is_file():
-        raise FormatError(f"{str(path)!r} does not exist or is not a file")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-            if names != {_PLAN, _WEIGHTS}:
-                raise FormatError(
-                    f"{str(path)!r} holds {sorted(names)}, not a .slim file's {_PLAN} and "
-                    f"{_WEIGHTS}"
-                )
-            plan_bytes, weights = zf.read(_PLAN), zf.read(_WEIGHTS)
-    except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile) as exc:
-        raise FormatError(
-            f"{str(path)!r} is not a readable .slim file (truncated or corrupted: {exc}); "
-            "save it again with slimtorch.save()."
-        ) from exc
-    try:
-        plan = json.loads(plan_bytes)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{str(path)!r} has a corrupted plan.json ({exc})") from exc
-    if not isinstance(plan, dict) or plan.get("format") != FORMAT:
-        raise FormatError(
-            f"{str(path)!r} is format {plan.get('format') if isinstance(plan, dict) else '?'}"
-            f", this slimtorch reads {FORMAT}"
-        )
-    if hashlib.sha256(weights).hexdigest() != plan.get("weights_sha256"):
-        raise FormatError(
-            f"{str(path)!r}: the weights do not match the checksum in plan.json; the file was "
-            "modified or damaged after saving."
-        )
-    return plan, weights
-
-
-def _check_spec(spec: Any, trust_code: bool, path: Path) -> tuple[str, dict[str, Any]]:
-    if not isinstance(spec, dict) or not isinstance(spec.get("spec"), str):
-        raise FormatError(f"{str(path)!r}: plan.json has no valid model spec")
+def _check_spec(spec: dict[str, Any], trust_code: bool) -> tuple[str, dict[str, Any]]:
     name, kwargs = spec["spec"], spec.get("kwargs", {})
-    if not isinstance(kwargs, dict):
-        raise FormatError(f"{str(path)!r}: plan.json has invalid spec kwargs")
+    if name.endswith(".slim") or not (name.startswith(_SAFE_SOURCES) or _FACTORY.match(name)):
+        raise FormatError(
+            f"the plan's spec {name[:80]!r} is not 'torchvision:NAME', 'timm:NAME', 'hf:Class' "
+            "or 'package.module:factory' (a spec never names a file)."
+        )
     if not name.startswith(_SAFE_SOURCES) and not trust_code:
         raise FormatError(
-            f"{str(path)!r} rebuilds its model by calling {name!r}, which runs that package's "
-            "code; load it with slimtorch.load(path, trust_code=True) if you trust the file."
+            f"it rebuilds its model by calling {name!r}, which runs that package's code; load "
+            "it with slimtorch.load(path, trust_code=True) if you trust the file."
         )
     return name, kwargs
 
 
-def load(path: str | os.PathLike, *, trust_code: bool = False) -> nn.Module:
-    """Rebuilds a model saved by ``save``, in eval mode; never unpickles.
+def _split_weights(
+    plan: dict[str, Any], tensors: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]], int]:
+    """Plain tensors, packed parts by tensor name (one pass: linear in the entries), and the
+    bytes of state the file describes."""
+    packed = plan["packed"]
+    plain: dict[str, torch.Tensor] = {}
+    parts: dict[str, dict[str, torch.Tensor]] = {key: {} for key in packed}
+    for name, t in tensors.items():
+        key, sep, part = name.partition("::")
+        if not sep:
+            plain[name] = t
+        elif key in parts and part in ("mask", "values", "negzero"):
+            parts[key][part] = t
+        else:
+            raise FormatError(f"weights entry {name[:100]!r} is not declared in plan.json")
+    described = sum(t.numel() * t.element_size() for t in plain.values())
+    for key, meta in packed.items():
+        if key in plain:
+            raise FormatError(f"{key[:100]!r} is stored both dense and packed")
+        mask = parts[key].get("mask")
+        n = math.prod(meta["shape"])
+        if mask is None or mask.dim() != 1 or mask.numel() != (n + 7) // 8:
+            raise FormatError(f"packed tensor {key[:100]!r} has no mask of its declared size")
+        described += n * torch.empty((), dtype=getattr(torch, meta["dtype"])).element_size()
+    return plain, parts, described
 
-    Args:
-        path: a ``.slim`` file.
-        trust_code: allow specs of the form ``package.module:factory``, which import and call
-            that factory (torchvision, timm and Hugging Face specs never need it).
 
-    Raises:
-        FormatError: the file is truncated, tampered with, or not a ``.slim`` file.
-    """
-    path = Path(path)
-    plan, weights = _read(path)
-    name, kwargs = _check_spec(plan.get("spec"), trust_code, path)
+def _check_aliases(model: nn.Module, aliases: dict[str, str], stored: set[str]) -> None:
+    """An alias may only name a tie the rebuilt model has itself (tied embeddings)."""
+    state = model.state_dict(keep_vars=True)
+    for key, target in aliases.items():
+        a, b = state.get(key), state.get(target)
+        if key in stored or a is None or b is None or a is not b:
+            raise FormatError(
+                f"alias {key[:100]!r} -> {target[:100]!r} is not a tie of the rebuilt model; "
+                "aliases may only name tensors the architecture itself shares."
+            )
+
+
+def _load(path: Path, trust_code: bool) -> nn.Module:
+    if not path.is_file():
+        raise FormatError("does not exist or is not a file")
     try:
-        model = load_model(name, **kwargs)
-    except ModelSpecError as exc:
-        raise FormatError(f"{str(path)!r}: cannot rebuild the model: {exc}") from exc
-    edits = plan.get("edits", [])
-    if not isinstance(edits, list):
-        raise FormatError(f"{str(path)!r}: plan.json has an invalid edit list")
-    try:
-        replay_(model, edits, "structure")
-    except FormatError as exc:
-        raise FormatError(f"{str(path)!r}: {exc}") from exc
+        entries = read_entries(
+            path, {_PLAN: 64 << 20, _WEIGHTS: min(MAX_WEIGHTS_BYTES, path.stat().st_size)}
+        )
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as exc:
+        raise FormatError(
+            f"is not a readable .slim file (truncated or corrupted: {exc}); save it again with "
+            "slimtorch.save()."
+        ) from exc
+    plan, weights = parse_plan(entries[_PLAN]), entries[_WEIGHTS]
+    check_plan(plan)
+    verify(plan, weights)
+    name, kwargs = _check_spec(plan["spec"], trust_code)
     try:
         tensors = st_load(weights)
     except Exception as exc:  # safetensors raises its own error types
-        raise FormatError(f"{str(path)!r}: unreadable weights ({exc})") from exc
-    state: dict[str, torch.Tensor] = {}
-    for key, meta in plan.get("packed", {}).items():
-        parts = {k.split("::", 1)[1]: v for k, v in tensors.items() if k.startswith(f"{key}::")}
-        dtype = getattr(torch, str(meta["dtype"]), None)
-        if not isinstance(dtype, torch.dtype):
-            raise FormatError(f"{str(path)!r}: unknown dtype {meta['dtype']!r} for {key!r}")
-        state[key] = unpack(parts, tuple(meta["shape"]), dtype)
-    state.update({k: v for k, v in tensors.items() if "::" not in k})
-    for key, target in plan.get("aliases", {}).items():
+        raise FormatError(f"unreadable weights ({str(exc)[:200]})") from exc
+    plain, parts, described = _split_weights(plan, tensors)
+    budget = described + described // 4 + _SLACK_BYTES
+    try:
+        size = model_nbytes(name, kwargs)
+    except ModelSpecError as exc:
+        raise FormatError(f"cannot rebuild the model: {exc}") from exc
+    if size is None and name.startswith(_SAFE_SOURCES):
+        raise FormatError(f"cannot rebuild {name!r} with {str(kwargs)[:200]}")
+    # The original is built before the edits shrink it: a model pruned 50% holds ~1/4 of it.
+    base_budget = max(_BASE_FACTOR * described, _BASE_FLOOR_BYTES)
+    if size is not None and size > base_budget:
+        raise FormatError(
+            f"its spec builds a model of {size:,} bytes, over {_BASE_FACTOR}x the "
+            f"{described:,} bytes of weights the file holds (and over "
+            f"{_BASE_FLOOR_BYTES:,} bytes)"
+        )
+    edits = plan["edits"]
+    check_edits(edits, budget)
+    try:
+        model = load_model(name, **kwargs)
+    except ModelSpecError as exc:
+        raise FormatError(f"cannot rebuild the model: {exc}") from exc
+    replay_(model, edits, "structure")
+    _check_aliases(model, plan["aliases"], set(plain) | set(parts))
+    expected = set(model.state_dict())
+    stored = set(plain) | set(parts) | set(plan["aliases"])
+    if stored != expected:  # before unpacking anything
+        missing, unexpected = sorted(expected - stored)[:3], sorted(stored - expected)[:3]
+        raise FormatError(
+            f"the weights do not fit the rebuilt model (missing {missing}, unexpected "
+            f"{[u[:80] for u in unexpected]})"
+        )
+    state: dict[str, torch.Tensor] = dict(plain)
+    for key, meta in plan["packed"].items():
+        state[key] = unpack(parts[key], tuple(meta["shape"]), getattr(torch, meta["dtype"]))
+    for key, target in plan["aliases"].items():
         if target not in state:
-            raise FormatError(f"{str(path)!r}: alias {key!r} points to missing {target!r}")
+            raise FormatError(f"alias {key!r} points to missing {target!r}")
         state[key] = state[target]
     ordered = collections.OrderedDict(state)
     # Per-module versions (e.g. MNASNet checks one) come from the freshly built model.
@@ -208,12 +243,34 @@ def load(path: str | os.PathLike, *, trust_code: bool = False) -> nn.Module:
     try:
         model.load_state_dict(ordered, strict=True)
     except RuntimeError as exc:
-        raise FormatError(
-            f"{str(path)!r}: the weights do not fit the rebuilt model ({str(exc)[:300]})"
-        ) from exc
-    try:
-        replay_(model, edits, "after_weights")
-    except FormatError as exc:
-        raise FormatError(f"{str(path)!r}: {exc}") from exc
+        raise FormatError(f"the weights do not fit the rebuilt model ({str(exc)[:300]})") from exc
+    replay_(model, edits, "after_weights")
     set_meta(model, "edits", copy.deepcopy(edits))
     return model.eval()
+
+
+def load(path: str | os.PathLike, *, trust_code: bool = False) -> nn.Module:
+    """Rebuilds a model saved by ``save``, in eval mode; never unpickles.
+
+    Reads only ``path``: no network, no other file, memory bounded by the weights the file
+    holds (see docs/format.md for the threat model).
+
+    Args:
+        path: a ``.slim`` file.
+        trust_code: allow specs of the form ``package.module:factory``, which import and call
+            that factory (torchvision, timm and Hugging Face specs never need it).
+
+    Raises:
+        FormatError: for every failure: the file is truncated, tampered with, from a newer
+            slimtorch, or not a ``.slim`` file (the underlying error is its ``__cause__``).
+    """
+    where = repr(str(path))
+    try:
+        return _load(Path(path), trust_code)
+    except FormatError as exc:
+        raise FormatError(f"{where}: {exc}") from (exc.__cause__ or exc)
+    except Exception as exc:  # the one boundary: nothing else escapes load()
+        raise FormatError(
+            f"{where} cannot be loaded ({type(exc).__name__}: {str(exc)[:300]}); the file is "
+            "damaged or was not written by slimtorch.save()."
+        ) from exc

@@ -19,6 +19,7 @@ from torch import nn
 from .._registry import suggest
 from ..edit.log import get_meta, set_meta
 from ..errors import ModelSpecError
+from .policy import check_hf_config, check_spec_kwargs
 
 __all__ = ["default_input_shape", "load_model", "set_spec", "spec_of"]
 
@@ -47,9 +48,10 @@ def _torchvision(name: str, kwargs: dict[str, Any]) -> nn.Module:
             f"unknown torchvision model {name!r}{suggest(name, names)}. "
             "See torchvision.models.list_models() for every name."
         )
+    check_spec_kwargs("torchvision", kwargs)
     builder = torchvision.models.get_model_builder(name)
     if "weights_backbone" in inspect.signature(builder).parameters:
-        kwargs = {"weights_backbone": None} | kwargs  # never download a backbone
+        kwargs = kwargs | {"weights_backbone": None}  # never download a backbone
     return builder(weights=None, **kwargs)
 
 
@@ -64,6 +66,7 @@ def _timm(name: str, kwargs: dict[str, Any]) -> nn.Module:
             f"unknown timm model {name!r}{suggest(name, names)}. "
             "See timm.list_models('pattern*') for every name."
         )
+    check_spec_kwargs("timm", kwargs)
     return timm.create_model(name, pretrained=False, **kwargs)
 
 
@@ -72,14 +75,22 @@ def _hf(name: str, kwargs: dict[str, Any]) -> nn.Module:
         import transformers
     except ImportError as exc:
         raise ModelSpecError("transformers is not installed; pip install transformers") from exc
-    cls = getattr(transformers, name, None)
-    if cls is None or not hasattr(cls, "config_class"):
+    check_spec_kwargs("hf", kwargs)
+    cls = getattr(transformers, name, None) if name.isidentifier() else None
+    config_class = getattr(cls, "config_class", None)
+    if not (
+        isinstance(cls, type)
+        and issubclass(cls, transformers.PreTrainedModel)
+        and isinstance(config_class, type)
+        and issubclass(config_class, transformers.PretrainedConfig)
+    ):
         raise ModelSpecError(
             f"transformers has no model class {name!r}; write e.g. 'hf:BertModel' with "
             "config=... (a config dict)."
         )
-    config = cls.config_class.from_dict(dict(kwargs.get("config", {})))
-    return cls(config)
+    config = dict(kwargs.get("config", {}))
+    check_hf_config(config, config_class().to_dict())
+    return cls(config_class.from_dict(config))
 
 
 def _factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
@@ -110,6 +121,36 @@ def _factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
     return model
 
 
+_BUILDERS = {"torchvision": _torchvision, "timm": _timm, "hf": _hf}
+
+
+def _build(spec: str, kwargs: dict[str, Any]) -> nn.Module:
+    source, _, name = spec.partition(":")
+    build = _BUILDERS.get(source)
+    return build(name, kwargs) if build is not None else _factory(spec, kwargs)
+
+
+def model_nbytes(spec: str, kwargs: dict[str, Any]) -> int | None:
+    """Bytes of the parameters and buffers ``load_model(spec, **kwargs)`` would allocate,
+    measured on the ``meta`` device (None when the builder cannot run there)."""
+    refused: list[ModelSpecError] = []
+
+    def build() -> nn.Module:
+        try:
+            return _build(spec, kwargs)
+        except ModelSpecError as exc:  # a refused spec is an answer, not a meta-device failure
+            refused.append(exc)
+            raise
+
+    built = _meta_build(build)
+    if refused:
+        raise refused[0]
+    if built is None:
+        return None
+    tensors = [*built.parameters(), *built.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def load_model(spec: str, **kwargs: Any) -> nn.Module:
     """Builds a model from a spec, randomly initialized (no weights are downloaded).
 
@@ -131,22 +172,19 @@ def load_model(spec: str, **kwargs: Any) -> nn.Module:
         from .slim import load
 
         return load(spec)
-    source, sep, name = spec.partition(":")
+    _, sep, name = spec.partition(":")
     if not sep or not name:
         raise ModelSpecError(
             f"model spec {spec!r} has no ':'; write 'torchvision:NAME', 'timm:NAME', a .slim "
             "file or 'package.module:factory'."
         )
-    json.dumps(kwargs)  # kwargs are recorded in .slim plans, so they must be plain data
-    if source == "torchvision":
-        model = _torchvision(name, kwargs)
-    elif source == "timm":
-        model = _timm(name, kwargs)
-    elif source == "hf":
-        model = _hf(name, kwargs)
-    else:
-        model = _factory(spec, kwargs)
-    return set_spec(model, spec, kwargs)
+    try:
+        json.dumps(kwargs, allow_nan=False)  # recorded in .slim plans: plain data only
+    except (TypeError, ValueError) as exc:
+        raise ModelSpecError(
+            f"the keyword arguments of {spec!r} must be plain JSON data ({exc})"
+        ) from exc
+    return set_spec(_build(spec, kwargs), spec, kwargs)
 
 
 def default_input_shape(spec: str, model: nn.Module) -> tuple[int, ...] | None:

@@ -8,6 +8,8 @@ known; slimtorch's building blocks register themselves with ``@register_module``
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +18,14 @@ from torch import nn
 from .._registry import Registry
 from ..errors import FormatError
 
-__all__ = ["BUILDERS", "register_module", "build_module", "module_config", "module_type_name"]
+__all__ = [
+    "BUILDERS",
+    "build_module",
+    "check_config",
+    "module_config",
+    "module_type_name",
+    "register_module",
+]
 
 BUILDERS: Registry[type[nn.Module]] = Registry(
     "module builder",
@@ -107,15 +116,48 @@ def module_config(module: nn.Module) -> dict[str, Any]:
     )
 
 
+_MAX_INT = 10**7
+
+
+def _plain_value(value: Any, depth: int = 0) -> bool:
+    if value is None or isinstance(value, bool | str):
+        return not isinstance(value, str) or len(value) <= 100
+    if isinstance(value, int):
+        return abs(value) <= _MAX_INT
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list) and depth < 2 and len(value) <= 1_000_000:
+        return all(_plain_value(v, depth + 1) for v in value)
+    return False
+
+
+def check_config(cls: type[nn.Module], config: Any) -> None:
+    """Raises FormatError unless ``config`` is keyword arguments ``cls`` accepts, as plain
+    data: numbers, booleans, short strings and lists of them, sizes under 10 million."""
+    if not isinstance(config, dict):
+        raise FormatError(f"the config of a {cls.__name__} must be an object")
+    params = inspect.signature(cls.__init__).parameters
+    named = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    unknown = sorted(set(config) - (named - {"self"}))
+    if unknown:
+        raise FormatError(f"{cls.__name__} takes no argument {unknown[0]!r}")
+    for key, value in config.items():
+        if not _plain_value(value):
+            raise FormatError(
+                f"{cls.__name__} config {key}={str(value)[:60]} is not plain data of sensible size"
+            )
+
+
 def build_module(type_name: str, config: dict[str, Any]) -> nn.Module:
-    """Rebuilds a module recorded as ``(type_name, config)``."""
-    cls = BUILDERS.lookup(type_name)
+    """Rebuilds a module recorded as ``(type_name, config)``; the config is checked first."""
+    cls = BUILDERS.lookup(type_name) if isinstance(type_name, str) else None
     if cls is None:
         raise FormatError(
             f"the .slim plan names module type {type_name!r}, which is not registered; known: "
             f"{BUILDERS.list()}. Import the package that defines it before loading."
         )
+    check_config(cls, config)
     try:
         return cls(**config)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise FormatError(f"cannot rebuild {type_name} from config {config}: {exc}") from exc

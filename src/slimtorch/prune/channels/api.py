@@ -8,6 +8,7 @@ model is untouched.
 from __future__ import annotations
 
 import copy
+import warnings as _warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from ..._forward import (
     relative_error,
     split_inputs,
 )
+from ..._validate import check_finite, name_list
 from ...edit.fold import fold_parametrizations_
 from ...edit.masks import masked_params
 from ...errors import PruneError
@@ -170,7 +172,7 @@ def prune_channels(
         importance=importance,
         scope=scope,
         ratios=dict(ratios or {}),
-        ignore=tuple(ignore),
+        ignore=name_list("ignore", ignore),
         round_to=round_to,
         factor=factor,
     )
@@ -208,13 +210,21 @@ def prune_channels(
         "edit": edit,
     }
     used = graph.used_params
+    before_macs = sum(count_macs(graph).values())
+    if opts.target_macs is not None and before_macs <= opts.target_macs:
+        message = (
+            f"target_macs={opts.target_macs:,} is already met: the model has {before_macs:,} "
+            "MACs, so nothing was pruned; give a lower target."
+        )
+        warnings.append(message)
+        _warnings.warn(message, UserWarning, stacklevel=2)
     return PruneResult(
         model=pruned,
         plan=plan,
         warnings=warnings,
         before={
             "params": sum(p.numel() for n, p in model.named_parameters() if n in used),
-            "macs": sum(count_macs(graph).values()),
+            "macs": before_macs,
         },
         after={
             "params": sum(
@@ -228,6 +238,7 @@ def prune_channels(
 def _working_copy(model: nn.Module, opts: ChannelOptions, warnings: list[str]) -> nn.Module:
     """A checked deep copy of the input, remembering its origin so that it can be saved."""
     check_model(model)
+    check_finite(model, "prune_channels")
     if any(True for m in model.modules() for _ in masked_params(m)):
         raise PruneError(
             "the model holds weight-pruning masks; call slimtorch.make_permanent_(model) "

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..._forward import check_model
+from ..._validate import check_finite
 from ...edit.log import record_edit
 from ...edit.masks import attach_mask_, mask_of, remove_masks_
 from ...errors import ConfigError, PruneError
@@ -157,6 +158,7 @@ def prune_weights_(
         (0.9, ['0'])
     """
     check_model(model)
+    check_finite(model, "prune_weights_")
     if options is None:
         ignore = ignore if isinstance(ignore, str) else tuple(ignore)  # a str is refused
         options = WeightOptions(sparsity, scope, criterion, pattern, ignore, threshold)

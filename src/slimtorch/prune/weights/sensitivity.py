@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from ..._files import atomic_write
 from ..._forward import check_model
 from ..._validate import check_number
 from ...errors import ConfigError, PruneError
@@ -144,9 +145,7 @@ class SensitivityResult:
         if len(self.metrics) <= 20:
             ax.legend(fontsize="small", ncol=2)
         fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path, format="png")
-        return path
+        return atomic_write(path, lambda f: fig.savefig(f, format="png"))
 
     def to_dict(self) -> dict[str, Any]:
         return {
