@@ -299,3 +299,27 @@ def test_factor_inner_on_hugging_face_attention_keeps_heads(tmp_path):
 def test_factor_is_validated(resnet18):
     with pytest.raises(st.ConfigError, match="factor='middle' is invalid; use 'outer'"):
         st.prune_channels(resnet18, X64, factor="middle")
+
+
+class _NeedsWidth(nn.Module):
+    """A forward that rejects hidden widths under 8 (as a fixed rotary or head split does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(16, 32), nn.Linear(32, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        if h.shape[-1] < 8:
+            raise ValueError("hidden width below 8")
+        return self.fc2(h)
+
+
+def test_target_macs_solves_below_the_deepest_cut_that_runs():
+    torch.manual_seed(0)
+    model, x = _NeedsWidth().eval(), torch.randn(4, 16)
+    macs = st.analyze(model, x).macs
+    r = st.prune_channels(model, x, target_macs=int(macs * 0.5), round_to=None)
+    assert r.after["macs"] <= macs * 0.5 and r.model.fc1.out_features >= 8
+    with pytest.raises(st.PruneError, match="the most the model's forward accepts"):
+        st.prune_channels(model, x, target_macs=int(macs * 0.1), round_to=None)

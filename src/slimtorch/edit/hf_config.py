@@ -31,7 +31,10 @@ def _uniform(values: list[int]) -> int | None:
 def _candidates(model: nn.Module) -> dict[str, Any]:
     config = model.config
     out: dict[str, Any] = {}
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    try:  # transformers' base method raises NotImplementedError where a model has none
+        emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    except NotImplementedError:
+        emb = None
     if emb is not None and hasattr(emb, "weight"):
         out["hidden_size"] = int(emb.weight.shape[1])
     mlp = [
@@ -106,7 +109,11 @@ def config_updates(
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict") or not hasattr(model, "config_class"):
         return {}, []
-    named = {k: v for k, v in _candidates(model).items() if getattr(config, k, None) != v}
+    named = {
+        k: v
+        for k, v in _candidates(model).items()
+        if hasattr(config, k) and getattr(config, k, None) != v
+    }
     generic = _generic(config, dict(sizes or {}), named)
     updates = {**named, **generic}
     # Checked even when no field changed, so a model whose config uses other names is never

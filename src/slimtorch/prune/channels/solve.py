@@ -53,7 +53,8 @@ def solve_ratio(
     meta_inputs = _to_meta(example_inputs)
     real = [False]  # switched on when the forward needs real values (``.item()``, ...)
 
-    def macs_at(r: float) -> int:
+    def macs_at(r: float) -> int | None:
+        """MACs of the model pruned at ratio ``r``; None if that model does not run."""
         keep = plan_groups(groups, scores, r, opts, group_ratio)
         if not real[0]:
             probe = meta_copy(work)
@@ -64,23 +65,38 @@ def solve_ratio(
                 real[0] = True
         probe = copy_model(work)
         slice_channels_(probe, tensor_plan(gset, keep), conv_groups(gset, keep), record=False)
-        return sum(count_macs(trace(probe, example_inputs)).values())
+        try:
+            return sum(count_macs(trace(probe, example_inputs)).values())
+        except ForwardError:
+            return None  # too narrow for the model's code somewhere (a fixed reshape, a split)
 
     target = int(opts.target_macs)
     hi = 0.95 if opts.scope == "local" else opts.max_ratio
     lowest = macs_at(hi)
-    if lowest > target:
+    if lowest is None:
+        # The deepest cut breaks the forward: search the deepest one that runs, and solve
+        # below it; the Pruner then checks and, where needed, blames the chosen plan.
+        ok, bad = 0.0, hi
+        for _ in range(8):
+            mid = (ok + bad) / 2
+            if macs_at(mid) is None:
+                bad = mid
+            else:
+                ok = mid
+        hi, lowest = ok, macs_at(ok)
+    if lowest is None or lowest > target:
         raise PruneError(
             f"target_macs={target:,} cannot be reached: pruning {hi:.0%} of every prunable "
-            f"group still leaves {lowest:,} MACs. Raise the target, or remove layers with "
-            "prune_layers."
+            f"group (the most the model's forward accepts) still leaves {lowest or 0:,} MACs. "
+            "Raise the target, or remove layers with prune_layers."
         )
-    if macs_at(0.0) <= target:
+    if (macs_at(0.0) or 0) <= target:
         return 0.0
     lo = 0.0
     for _ in range(14):
         mid = (lo + hi) / 2
-        if macs_at(mid) <= target:
+        macs = macs_at(mid)
+        if macs is not None and macs <= target:
             hi = mid
         else:
             lo = mid
