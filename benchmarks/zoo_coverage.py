@@ -12,13 +12,15 @@ Models:
 - torchvision: every classifier, ``torchvision.models.list_models(module=torchvision.models)``,
   at the zoo tests' sizes: 64x64, maxvit 224, inception 96, ``vit_*`` built with
   ``image_size=64`` (vit_h_14: 56, its patch is 14).
-- timm, one model per model module, by rule: ``timm.list_models()`` is grouped by the module
-  that defines each entrypoint (``timm.models._registry.list_modules()`` and
-  ``timm.list_models(module=m)``); from each module the model with the fewest parameters is
-  taken, counted by building it on the meta device (ties: the alphabetically first name); a
-  model that fails to build on meta is skipped for the next smallest. In the modules that
-  register timm's tiny ``test_*`` models (byobnet, resnet, vision_transformer, ...) that is one
-  of them. Input: ``pretrained_cfg['input_size']``, or the smallest of 64, 96, 128, 160, 224
+- timm, one model per model module, by the rule the zoo tests share (``tests/_zoo.py``,
+  ``timm_sample``): ``timm.list_models()`` is grouped by the module that defines each
+  entrypoint (``timm.models._registry.list_modules()`` and ``timm.list_models(module=m)``);
+  from each module the model with the fewest parameters is taken, counted by building it on
+  the meta device (ties: the alphabetically first name); a model that fails to build on meta
+  is skipped for the next smallest. In the modules that register timm's tiny ``test_*`` models
+  (byobnet, resnet, vision_transformer, ...) that is one of them. ``--write-sample`` computes
+  the sample and writes it to ``tests/timm_sample.json``, the zoo tests' copy. Input:
+  ``pretrained_cfg['input_size']``, or the smallest of 64, 96, 128, 160, 224
   below it on which the model runs a forward (fixed-size models keep the default).
 
 Per tool: ok / error (type and the first 80 characters), MACs and params after / before
@@ -29,7 +31,7 @@ address space (RLIMIT_AS, which counts ~3.5 GB of mapped libraries; default half
 Torch-Pruning on timm's halonet_h1 grows past 14 GB, and the cap turns that into a row.
 
 Run: python benchmarks/zoo_coverage.py [--only torchvision|timm] [--limit N] [--names a,b]
-     [--timeout-s 600] [--json rows.json] [--threads 1] [--mem-gb 12]
+     [--timeout-s 600] [--json rows.json] [--threads 1] [--mem-gb 12] [--write-sample]
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import signal
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import timm
 import torch
@@ -52,6 +55,9 @@ from timm.models import _registry
 
 import slimtorch as st
 from _peers import tp_prune
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _zoo import TIMM_SAMPLE, timm_sample, write_timm_sample
 from slimtorch.report.table import format_table
 
 try:
@@ -96,23 +102,6 @@ def torchvision_case(name: str):
     size = _tv_size(name)
     kwargs = {"image_size": size} if name.startswith("vit_") else {}
     return torchvision.models.get_model(name, **kwargs).eval(), torch.randn(1, 3, size, size)
-
-
-def _meta_params(name: str) -> int:
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    return sum(p.numel() for p in model.parameters())
-
-
-def timm_pick(module: str) -> str | None:
-    """The model of ``module`` with the fewest parameters, or None if none builds on meta."""
-    sized = []
-    for name in timm.list_models(module=module):
-        try:
-            sized.append((_meta_params(name), name))
-        except Exception:
-            continue
-    return min(sized)[1] if sized else None
 
 
 def timm_case(name: str):
@@ -198,12 +187,11 @@ def _models(args) -> list[tuple[str, str]]:
         items += [("torchvision", n) for n in tv[: args.limit]]
     if "timm" in sources:
         modules = _registry.list_modules()[: args.limit]
-        for module in _progress(modules, "picking timm sample"):
-            name = timm_pick(module)
-            if name is None:
+        for module, pick in timm_sample(_progress(modules, "picking timm sample")).items():
+            if pick is None:
                 print(f"timm module {module}: no model builds on meta, skipped", file=sys.stderr)
             else:
-                items.append(("timm", name))
+                items.append(("timm", pick["name"]))
     return items
 
 
@@ -267,7 +255,16 @@ def main() -> None:
     parser.add_argument(
         "--mem-gb", type=float, default=round(ram_gb / 2), help="address-space cap; 0: none"
     )
+    parser.add_argument(
+        "--write-sample", action="store_true", help=f"write the timm sample to {TIMM_SAMPLE}, exit"
+    )
     args = parser.parse_args()
+    if args.write_sample:
+        warnings.filterwarnings("ignore")
+        sample = write_timm_sample()
+        picked = sum(v is not None for v in sample["modules"].values())
+        print(f"{TIMM_SAMPLE}: {picked} models of {len(sample['modules'])} timm modules")
+        return
     if args.mem_gb > 0:  # a tool that runs out is a MemoryError row, not the OOM killer
         cap = int(args.mem_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))

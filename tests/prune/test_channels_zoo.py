@@ -15,7 +15,15 @@ from torch import nn
 
 import slimtorch as st
 from _oracle import check_pruned, first_output
-from _zoo import INEXACT_BOUND, MAC_EXEMPT, XFAIL, cases
+from _zoo import (
+    INEXACT_BOUND,
+    MAC_EXEMPT,
+    WRITE_SAMPLE,
+    XFAIL,
+    cases,
+    read_timm_sample,
+    timm_sample,
+)
 
 TV_NAMES = torchvision.models.list_models(module=torchvision.models)
 
@@ -88,28 +96,32 @@ def test_torchvision_zoo(name, tmp_path):
     _roundtrip(result, (x,), tmp_path)
 
 
-TIMM_NAMES = [
-    "resnet50d",
-    "efficientnet_b0",
-    "mobilenetv3_large_100",
-    "convnext_atto",
-    "vit_tiny_patch16_224",
-    "regnety_002",
-    "rexnet_100",
-    "ghostnet_100",
-    "dla34",
-    "repvgg_a0",
-    "mobilevit_xxs",
-    "poolformer_s12",
-    "edgenext_xx_small",
-    "lcnet_050",
-    "seresnext26d_32x4d",
-    "swin_tiny_patch4_window7_224",
-    "coatnet_0_rw_224",
-    "levit_128s",
-    "mixer_s16_224",
-]
-TIMM_SLOW = {"resnet50d", "dla34", "seresnext26d_32x4d", "poolformer_s12", "mixer_s16_224"}
+# The timm sample: one model per timm model module by the sweep's rule (``_zoo.timm_sample``,
+# read from tests/timm_sample.json). Slow: over FAST_PARAMS parameters (timm's tiny test_*
+# models and the few like them stay in the fast subset). Skipped: over MAX_PARAMS, which the
+# 2-core 24 GiB CI cannot prune, reference and round-trip within the suite's budget.
+TIMM_SAMPLE = read_timm_sample()
+TIMM_PICKS = {p["name"]: p["params"] for p in TIMM_SAMPLE["modules"].values() if p is not None}
+FAST_PARAMS = 1_100_000
+MAX_PARAMS = 100_000_000
+TIMM_NAMES = sorted(n for n, params in TIMM_PICKS.items() if params <= MAX_PARAMS)
+TIMM_SLOW = {n for n in TIMM_NAMES if TIMM_PICKS[n] > FAST_PARAMS}
+TIMM_SIZES = (64, 96, 128, 160, 224)
+
+
+def timm_input(model, batch=2):
+    """The smallest of TIMM_SIZES below the default input size on which ``model`` runs (the
+    sweep's rule), else the default size (fixed-size models)."""
+    chans, *hw = model.pretrained_cfg["input_size"]
+    for size in (s for s in TIMM_SIZES if s < min(hw)):
+        x = torch.randn(batch, chans, size, size)
+        try:
+            with torch.no_grad():
+                model(x)
+            return x
+        except Exception:
+            continue
+    return torch.randn(batch, chans, *hw)
 
 
 def timm_case(name):
@@ -122,12 +134,30 @@ def timm_case(name):
             for m in model.modules():
                 if isinstance(m, nn.BatchNorm2d):
                     m.weight.fill_(1.0)
-    if name.startswith("ghostnet"):
-        # conv_head's bias (3e-2) buries the pooled features (1e-3) the way an output bias does
+    if (
+        isinstance(getattr(model, "conv_head", None), nn.Conv2d)
+        and model.conv_head.bias is not None
+    ):
+        # a conv_head after the global pool (ghostnet, mobilenetv3): its bias (3e-2) buries
+        # the pooled features (1e-3) the way an output bias does
         with torch.no_grad():
             model.conv_head.bias.zero_()
     model = _informative_(model)
-    return model, torch.randn(2, 3, *model.pretrained_cfg["input_size"][1:])
+    return model, timm_input(model)
+
+
+def test_timm_sample_is_for_installed_timm():
+    assert TIMM_SAMPLE["timm"] == timm.__version__, (
+        f"tests/timm_sample.json is for timm {TIMM_SAMPLE['timm']}, installed is "
+        f"{timm.__version__}: regenerate it with `{WRITE_SAMPLE}`"
+    )
+
+
+@pytest.mark.slow
+def test_timm_sample_is_current():
+    assert timm_sample() == TIMM_SAMPLE["modules"], (
+        f"tests/timm_sample.json is not the rule's sample: regenerate it with `{WRITE_SAMPLE}`"
+    )
 
 
 @pytest.mark.parametrize("name", cases("timm", TIMM_NAMES, TIMM_SLOW))
