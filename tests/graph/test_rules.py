@@ -869,3 +869,28 @@ def test_missing_rule_reason_says_how_to_register_one():
     gset = groups_of(NoRule(CustomOp(torch.ops.slimtorch_tests.shift)), torch.randn(1, 3, 4, 4))
     assert "slimtorch_tests.shift" in gset.frozen["a"]
     assert "@slimtorch.register_rule(torch.ops.slimtorch_tests.shift)" in gset.frozen["a"]
+
+
+class StackPaths(nn.Module):
+    """Two conv paths stacked and summed over the new dim (SKNet's selective kernel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.out = (
+            nn.Conv2d(3, 8, 1),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.Conv2d(8, 2, 1),
+        )
+
+    def forward(self, x):
+        paths = torch.stack([self.a(x), self.b(x)], dim=1)  # (N, 2, 8, H, W)
+        return self.out((1 - paths.sigmoid()).sum(1))  # rsub: 1 - x
+
+
+def test_stack_couples_its_inputs_channels_and_rsub_is_elementwise():
+    model = StackPaths()
+    gset = groups_of(model, torch.randn(2, 3, 6, 6))
+    assert summary(gset) == [(8, ("a", "b"), True)]
+    assert ("out.weight", 1, 0, (8,), 0) in members(only_group(gset))
+    r = st.prune_channels(model.eval(), torch.randn(2, 3, 6, 6), 0.5, round_to=None)
+    check_pruned(model, r, torch.randn(2, 3, 6, 6))

@@ -98,12 +98,13 @@ def test_torchvision_zoo(name, tmp_path):
 
 # The timm sample: one model per timm model module by the sweep's rule (``_zoo.timm_sample``,
 # read from tests/timm_sample.json). Slow: over FAST_PARAMS parameters (timm's tiny test_*
-# models and the few like them stay in the fast subset). Skipped: over MAX_PARAMS, which the
-# 2-core 24 GiB CI cannot prune, reference and round-trip within the suite's budget.
+# models and the few like them stay in the fast subset). Not collected: over MAX_PARAMS, which
+# the whole suite's 30-minute budget on 2 cores cannot hold (the oracle prunes, builds a
+# reference and round-trips each); benchmarks/zoo_coverage.py prunes every one of the 98.
 TIMM_SAMPLE = read_timm_sample()
 TIMM_PICKS = {p["name"]: p["params"] for p in TIMM_SAMPLE["modules"].values() if p is not None}
 FAST_PARAMS = 1_100_000
-MAX_PARAMS = 100_000_000
+MAX_PARAMS = 12_000_000
 TIMM_NAMES = sorted(n for n, params in TIMM_PICKS.items() if params <= MAX_PARAMS)
 TIMM_SLOW = {n for n in TIMM_NAMES if TIMM_PICKS[n] > FAST_PARAMS}
 TIMM_SIZES = (64, 96, 128, 160, 224)
@@ -155,7 +156,11 @@ def test_timm_sample_is_for_installed_timm():
 
 @pytest.mark.slow
 def test_timm_sample_is_current():
-    assert timm_sample() == TIMM_SAMPLE["modules"], (
+    # Every tenth module (sorted): the whole rule takes over 15 CPU minutes; the file's timm
+    # version is checked in full by the fast test above.
+    modules = sorted(TIMM_SAMPLE["modules"])[::10]
+    expected = {m: TIMM_SAMPLE["modules"][m] for m in modules}
+    assert timm_sample(modules) == expected, (
         f"tests/timm_sample.json is not the rule's sample: regenerate it with `{WRITE_SAMPLE}`"
     )
 

@@ -16,6 +16,7 @@ aten = torch.ops.aten
     aten.add_,
     aten.sub,
     aten.sub_,
+    aten.rsub,
     aten.mul,
     aten.mul_,
     aten.div,

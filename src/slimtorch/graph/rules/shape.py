@@ -140,6 +140,21 @@ def _cat(ctx: DimContext, node: OpNode) -> None:
     ctx.unify(ctx.L(out, dim), parts)
 
 
+@register_rule(aten.stack)
+def _stack(ctx: DimContext, node: OpNode) -> None:
+    """``stack`` of same-shape tensors: each input dim is the output dim it lands on (the
+    inputs share their index spaces, as in a sum); the new dim indexes the inputs."""
+    tensors = [t for t in node.args[0] if isinstance(t, TensorRef)]
+    out = node.outputs[0]
+    nd = len(ctx.shape(out))
+    dim = int(node.args[1]) if len(node.args) > 1 else int(node.kwargs.get("dim", 0))
+    dim %= nd
+    for t in tensors:
+        for d in range(nd - 1):
+            ctx.same(t, d, out, d if d < dim else d + 1)
+    ctx.freeze_dim(out, dim, "indexes the tensors of a stack (one per input)")
+
+
 @register_rule(aten.split, aten.split_with_sizes, aten.chunk, aten.unbind, aten.unsafe_split)
 def _split(ctx: DimContext, node: OpNode) -> None:
     x = node.args[0]
