@@ -68,6 +68,7 @@ _KILLER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # 10 forked saves of ResNet-18: about a minute on 2 cores
 def test_sigkill_during_save_leaves_old_or_new_file(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     out = subprocess.run(

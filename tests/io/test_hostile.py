@@ -53,7 +53,6 @@ def test_the_poison_works(offline):
         ("timm:test_resnet", {"pretrained_cfg_overlay": {"file": "CKPT"}}, "pretrained_cfg"),
         ("timm:test_resnet", {"global_pool": "hf-hub:x/y"}, "global_pool"),
         ("timm:hf-hub:timm/resnet18.a1_in1k", {}, "unknown timm model"),
-        ("hf:BertModel", {"config": {"_name_or_path": "bert-base-uncased"}}, "_name_or_path"),
         ("hf:DetrModel", {"config": {"backbone": "timm/resnet50"}}, "backbone"),
         (
             "hf:DetrModel",

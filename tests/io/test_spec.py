@@ -50,3 +50,20 @@ def test_a_model_built_with_get_model_saves(tmp_path):
     loaded = st.load(st.save(r, tmp_path / "regnet.slim"))
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), r.model(x), rtol=0, atol=0)
+
+
+def test_hf_provenance_is_left_out_of_the_spec(tmp_path):
+    """``_name_or_path`` (set by from_pretrained to a local path or a hub repo) names no
+    architecture: a spec leaves it out, so a pretrained model saves and reloads."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        vocab_size=50,
+    )  # fmt: skip
+    config._name_or_path = "/some/local/checkout"
+    model = transformers.BertModel(config).eval()
+    loaded = st.load(st.save(model, tmp_path / "b.slim"))
+    assert loaded.config._name_or_path != "/some/local/checkout"
+    ids = torch.randint(0, 50, (1, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).last_hidden_state, model(ids).last_hidden_state)

@@ -89,8 +89,15 @@ def _hf(name: str, kwargs: dict[str, Any]) -> nn.Module:
             "config=... (a config dict)."
         )
     config = dict(kwargs.get("config", {}))
+    for key in _HF_PROVENANCE:  # where the weights came from: names no architecture
+        config.pop(key, None)
     check_hf_config(config, config_class().to_dict())
     return cls(config_class.from_dict(config))
+
+
+# Config fields that record where a model was loaded from, not what it is: left out of specs
+# (and dropped from older files) so that a spec never names a local path or a hub repo.
+_HF_PROVENANCE = ("_name_or_path", "_commit_hash")
 
 
 def _factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
@@ -297,7 +304,8 @@ def ensure_spec(model: nn.Module) -> nn.Module:
     config = getattr(model, "config", None)
     cls = type(model)
     if hasattr(config, "to_dict") and cls.__module__.startswith("transformers."):
-        return set_spec(model, f"hf:{cls.__name__}", {"config": config.to_dict()})
+        fields = {k: v for k, v in config.to_dict().items() if k not in _HF_PROVENANCE}
+        return set_spec(model, f"hf:{cls.__name__}", {"config": fields})
     cfg = getattr(model, "pretrained_cfg", None)
     if isinstance(cfg, dict) and cfg.get("architecture") and cls.__module__.startswith("timm."):
         import timm
