@@ -9,6 +9,7 @@ are measured at ratio 0.5 with the inputs of ``tests/prune/test_channels_zoo.py`
 """
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,24 @@ def write_timm_sample(path=TIMM_SAMPLE) -> dict:
 def read_timm_sample(path=TIMM_SAMPLE) -> dict:
     """``{"timm": version, "modules": {module: {"name", "params"} or None}}``."""
     return json.loads(Path(path).read_text())
+
+
+def torchvision_families(names) -> dict[str, str]:
+    """The cheapest torchvision model (by published GFLOPS) of each family, the leading letters
+    of its name (vgg, resnet, swin, ...): ``{family: name}``."""
+    from torchvision.models import get_model_weights
+
+    ops = {n: get_model_weights(n).DEFAULT.meta["_ops"] for n in names}
+    family: dict[str, str] = {}
+    for n in sorted(names, key=lambda n: (ops[n], n)):
+        family.setdefault(re.match(r"[a-z]+", n).group(), n)
+    return family
+
+
+def torchvision_fast(names) -> set[str]:
+    """The fast subset's torchvision sample, by rule: the cheapest model of each family and
+    every model of at most 1 GFLOPS. The rest run in the full suite (``slow``)."""
+    from torchvision.models import get_model_weights
+
+    cheap = {n for n in names if get_model_weights(n).DEFAULT.meta["_ops"] <= 1.0}
+    return set(torchvision_families(names).values()) | cheap

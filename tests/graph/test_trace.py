@@ -1,8 +1,10 @@
+import pytest
 import torch
 import torchvision
 from torch import nn
 
 import slimtorch as st
+from _zoo import torchvision_families
 
 
 def test_trace_records_ops_params_and_modules():
@@ -37,3 +39,39 @@ def test_inplace_ops_make_new_values():
     mul, add = g.nodes
     assert add.inputs[0] == mul.outputs[0]
     assert add.outputs[0] != mul.outputs[0] and g.outputs == add.outputs
+
+
+FAMILIES = sorted(torchvision_families(torchvision.models.list_models(module=torchvision.models)))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_meta_trace_records_what_a_real_one_does(family):
+    """The meta trace's shortcuts (batch norm, pointwise ops) leave every module's input and
+    output shapes and the model's outputs as the real forward has them, one model per
+    torchvision family. (Op lists differ where meta kernels differ: CPU flash attention.)"""
+    name = torchvision_families(torchvision.models.list_models(module=torchvision.models))[family]
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, **({"image_size": 64} if name[:4] == "vit_" else {}))
+    size = 224 if name.startswith("maxvit") else 96 if name.startswith("inception") else 64
+    x = torch.randn(1, 3, size, size)
+    real, meta = (st.trace(model, x, grad=True, meta=m) for m in (False, True))
+    shapes = {n: (c.in_shapes, c.out_shapes) for n, c in real.calls.items()}
+    assert {n: (c.in_shapes, c.out_shapes) for n, c in meta.calls.items()} == shapes
+    assert len(shapes) > 10
+    assert [meta.tensors[t].shape for t in meta.outputs] == [
+        real.tensors[t].shape for t in real.outputs
+    ]
+
+
+def test_meta_shortcut_keeps_in_place_identity_and_skips_other_dtypes():
+    from slimtorch.graph.trace import _meta_shortcut
+
+    x = torch.empty(2, 3, device="meta")
+    aten = torch.ops.aten
+    assert _meta_shortcut(aten.relu_.default, (x,), {}) is x
+    y = _meta_shortcut(aten.add.Tensor, (x, x), {"alpha": 2})
+    assert y.shape == x.shape and y.dtype == x.dtype and y is not x
+    assert _meta_shortcut(aten.eq.Tensor, (x, x), {}) is None  # bool result
+    assert _meta_shortcut(aten.add.Tensor, (x, torch.empty(3, device="meta")), {}) is None
+    assert _meta_shortcut(aten.relu.default, (x.long(),), {}) is None
+    assert _meta_shortcut(aten.clone.default, (x,), {"memory_format": None}) is None

@@ -4,8 +4,6 @@ to the zero-consumer reference, or within the stated bound where a pruned group 
 at least 30% of the MACs removed) and reloads from a .slim file to identical outputs. The
 cases it rejects today are strict xfails listed in ``_zoo.XFAIL``."""
 
-import re
-
 import pytest
 import timm
 import torch
@@ -23,25 +21,13 @@ from _zoo import (
     cases,
     read_timm_sample,
     timm_sample,
+    torchvision_fast,
 )
 
 TV_NAMES = torchvision.models.list_models(module=torchvision.models)
 
 
-def _tv_fast(names):
-    """The fast subset's torchvision sample, by rule: the cheapest model of each family (the
-    name's leading letters: vgg, resnet, swin, ...) by published GFLOPS, and every model of
-    at most 1 GFLOPS. The rest run in the full suite (``slow``)."""
-    from torchvision.models import get_model_weights
-
-    ops = {n: get_model_weights(n).DEFAULT.meta["_ops"] for n in names}
-    family: dict[str, str] = {}
-    for n in sorted(names, key=lambda n: (ops[n], n)):
-        family.setdefault(re.match(r"[a-z]+", n).group(), n)
-    return set(family.values()) | {n for n in names if ops[n] <= 1.0}
-
-
-TV_SLOW = set(TV_NAMES) - _tv_fast(TV_NAMES)
+TV_SLOW = set(TV_NAMES) - torchvision_fast(TV_NAMES)
 
 
 def _size(name):

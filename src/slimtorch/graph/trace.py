@@ -119,10 +119,80 @@ def _is_tensor(x: Any) -> bool:
     return isinstance(x, torch.Tensor)
 
 
+# Pointwise ops whose result is not the dtype of their inputs: no shape shortcut for them.
+_NOT_SAME_DTYPE = frozenset(
+    [
+        "eq",
+        "ne",
+        "lt",
+        "gt",
+        "le",
+        "ge",
+        "isnan",
+        "isinf",
+        "isfinite",
+        "isposinf",
+        "isneginf",
+        "signbit",
+        "logical_and",
+        "logical_or",
+        "logical_xor",
+        "logical_not",
+        "bitwise_and",
+        "bitwise_or",
+        "bitwise_xor",
+        "bitwise_not",
+    ]
+)
+_BATCH_NORMS = frozenset(
+    {
+        torch.ops.aten.native_batch_norm.default,
+        torch.ops.aten._native_batch_norm_legit_no_training.default,
+    }
+)
+
+
+def _meta_like(t: torch.Tensor) -> torch.Tensor:
+    # empty_like on meta runs a Python decomposition; empty_strided does not
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+
+
+def _meta_shortcut(func: Any, args: tuple, kwargs: dict) -> Any:
+    """The result of ``func`` on meta tensors without running its meta kernel, or None.
+
+    Meta kernels of batch norm and of pointwise ops are Python decompositions that cost about
+    as much as the real arithmetic of a small model. Their outputs are the input's shape and
+    dtype, which is all a shape-only trace needs: batch norm, and pointwise ops whose tensor
+    arguments all share one floating shape and dtype (in-place ones return their input).
+    """
+    if func in _BATCH_NORMS:
+        x = args[0]
+        stats = (torch.empty((x.shape[1],), dtype=x.dtype, device="meta") for _ in range(2))
+        return _meta_like(x), *stats
+    if torch.Tag.pointwise not in func.tags or set(kwargs) - {"alpha"}:
+        return None
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    first = tensors[0] if tensors else None
+    if (
+        first is None
+        or not first.is_floating_point()
+        or func.__name__.split(".")[0].rstrip("_") in _NOT_SAME_DTYPE
+        or any(t.shape != first.shape or t.dtype != first.dtype for t in tensors[1:])
+        or any(isinstance(a, list | tuple) for a in args)
+    ):
+        return None
+    if torch.Tag.inplace in func.tags:
+        return args[0] if args[0] is first else None
+    return _meta_like(first)
+
+
 class _Recorder(TorchDispatchMode):
-    def __init__(self, stack: ModuleStack, params: dict[int, tuple[str, str]]) -> None:
+    def __init__(
+        self, stack: ModuleStack, params: dict[int, tuple[str, str]], meta: bool = False
+    ) -> None:
         super().__init__()
         self.stack = stack
+        self.meta = meta
         self.params = params
         self.nodes: list[OpNode] = []
         self.tensors: dict[int, TensorInfo] = {}
@@ -158,7 +228,9 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = _meta_shortcut(func, args, kwargs) if self.meta else None
+        if out is None:
+            out = func(*args, **kwargs)
         if func is torch.ops.aten.detach.default:
             # Autograd bookkeeping, not part of the model's computation.
             tid = self.tid_of.get(id(args[0]))
@@ -186,8 +258,19 @@ def _param_ids(model: nn.Module) -> dict[int, tuple[str, str]]:
     return ids
 
 
+def _shape_of(x: Any) -> Any:
+    return tuple(x.shape) if _is_tensor(x) else None
+
+
 def _shapes(value: Any) -> Any:
-    return tree_map(lambda x: tuple(x.shape) if _is_tensor(x) else None, value)
+    # a hook's (args, kwargs) is nearly always (tensors, {}): skip the pytree walk for it
+    if isinstance(value, tuple) and len(value) == 2 and value[1] == {}:
+        args = value[0]
+        if isinstance(args, tuple) and all(_is_tensor(a) for a in args):
+            return tuple(tuple(a.shape) for a in args), {}
+    if _is_tensor(value):
+        return tuple(value.shape)
+    return tree_map(_shape_of, value)
 
 
 def trace(
@@ -259,7 +342,7 @@ def _trace(
         args, kwargs = tree_map(lambda x: x.to("meta") if _is_tensor(x) else x, (args, kwargs))
     else:
         names = _param_ids(model)
-    rec = _Recorder(stack, names)
+    rec = _Recorder(stack, names, meta)
     types = {n: type(m).__name__ for n, m in model.named_modules(remove_duplicate=False)}
 
     def pre(module: nn.Module, a: Any, k: Any) -> None:

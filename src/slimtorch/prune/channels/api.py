@@ -41,7 +41,8 @@ from .twins import swap_twins_
 
 __all__ = ["PruneResult", "prune_channels"]
 
-# Shape-only (meta) tracing wins on large models; per-op overhead loses on small ones.
+# The model is traced on meta (shapes only; a forward that needs values is retraced for real).
+# Below this size the pruned model's checks run for real, and a config rebuild is compared.
 _META_PARAMS = 20_000_000
 
 
@@ -183,7 +184,7 @@ def prune_channels(
     check_module_names(opts.ignore, modules, "ignore")
     check_module_names(opts.ratios, modules, "ratios")
     meta = sum(p.numel() for p in work.parameters()) > _META_PARAMS
-    graph = trace(work, example_inputs, grad=True, meta=meta)
+    graph = trace(work, example_inputs, grad=True, meta=True)
     warnings.extend(_unused_params(work, graph))
     gset = build_groups(work, graph, opts.factor)
     warnings.extend(f"kept channels of '{m}': {why}" for m, why in sorted(gset.frozen.items()))
