@@ -20,6 +20,7 @@ import inspect
 import os
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -106,12 +107,13 @@ def _docstrings(module_name: str) -> list[str]:
     except ImportError:
         return []
     docs = [inspect.getdoc(module) or ""]
-    for name in sorted(vars(module)):
-        member = getattr(module, name)
+    for name, member in sorted(vars(module).items()):
         if name.startswith("_") or getattr(member, "__module__", None) != module.__name__:
             continue
         if inspect.isclass(member) or inspect.isfunction(member):
-            docs.append(inspect.getdoc(member) or "")
+            with warnings.catch_warnings():  # typing.io and typing.re warn when read
+                warnings.simplefilter("ignore", DeprecationWarning)
+                docs.append(inspect.getdoc(member) or "")
     return docs
 
 

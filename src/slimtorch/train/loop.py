@@ -216,7 +216,9 @@ class _Run:
         return self.opts.patience is not None and self.bad >= self.opts.patience
 
 
-def _check_resume(ckpt: Checkpoint, opts: FinetuneOptions, unit: str, run: _Run) -> None:
+def _check_resume(
+    ckpt: Checkpoint, opts: FinetuneOptions, unit: str, world: int, run: _Run
+) -> None:
     for text in ckpt.skipped:
         run.warnings.append(f"skipped a damaged checkpoint: {text}")
     if ckpt.state["position"]["unit"] != unit:
@@ -227,7 +229,11 @@ def _check_resume(ckpt: Checkpoint, opts: FinetuneOptions, unit: str, run: _Run)
         )
     saved = ckpt.state.get("options", {})
     now = opts.to_dict()
-    changed = [k for k in MATH_FIELDS if k in saved and saved[k] != now[k]]
+    changed = [k for k in MATH_FIELDS if k in saved and saved[k] != now[k] and k != "batch_size"]
+    if unit == "samples" and saved.get("batch_size", 0) * ckpt.state["world_size"] != (
+        opts.batch_size * world
+    ):  # the global batch is what matters: per-process batch x processes
+        changed.append("global batch")
     if changed:
         run.warnings.append(
             f"resumed with other options than the checkpoint's ({', '.join(changed)}): the run "
@@ -316,7 +322,7 @@ def _finetune(
     stream = make_stream(data, opts.batch_size, d.rank, d.world, opts.seed, opts.workers)
     pos, start = Position(), 0
     if ckpt is not None:
-        _check_resume(ckpt, opts, stream.unit, run)
+        _check_resume(ckpt, opts, stream.unit, d.world, run)
         pos = Position(ckpt.state["position"]["epoch"], ckpt.state["position"]["offset"])
         start = int(ckpt.state["step"])
         load_rng(ckpt)
