@@ -58,7 +58,7 @@ from .prune.weights import (
     sparsity,
     zeroed_channels,
 )
-from .train import FinetuneOptions, FinetuneResult, finetune
+from .train import FinetuneOptions, FinetuneResult, IterativePruning, IterativeResult, finetune
 
 __version__ = "0.1.0"
 
@@ -102,6 +102,8 @@ __all__ = [
     "TraceError",
     "FinetuneOptions",
     "FinetuneResult",
+    "IterativePruning",
+    "IterativeResult",
     "analyze",
     "benchmark",
     "compare",

@@ -6,6 +6,7 @@ from a teacher; checkpoints are pickle-free and a killed run resumes bit-identic
 """
 
 from .data import accuracy, digits, image_folder, mnist1d, sentences
+from .iterative import IterativePruning, IterativeResult
 from .loop import finetune
 from .options import FinetuneOptions
 from .result import FinetuneResult
@@ -13,6 +14,8 @@ from .result import FinetuneResult
 __all__ = [
     "FinetuneOptions",
     "FinetuneResult",
+    "IterativePruning",
+    "IterativeResult",
     "accuracy",
     "digits",
     "finetune",
