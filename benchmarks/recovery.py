@@ -8,7 +8,7 @@ unpruned model (``alpha``, ``T`` below). Test accuracy at each stage, mean over 
 "KD recovers" is (KD - pruned) / (before - pruned), the share of what pruning lost that KD
 won back. One table.
 
-Run: python benchmarks/recovery.py [--seeds 3] [--epochs 4]
+Run: python benchmarks/recovery.py [--seeds 3] [--epochs 1]
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def run(name: str, seed: int, epochs: int) -> list[dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
+    parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs")
     parser.add_argument("--sets", default="digits,mnist1d")
     args = parser.parse_args()
     torch.set_num_threads(1)  # accuracy, not speed: one thread keeps a shared machine usable

@@ -93,3 +93,11 @@ def test_resume_from_another_model(tmp_path):
         finetune(mlp(), blobs(), steps=4, resume=tmp_path / "..", **QUIET)
     with pytest.raises(ConfigError, match="checkpoint_every=5 needs checkpoint_dir="):
         finetune(mlp(), blobs(), steps=4, checkpoint_every=5, **QUIET)
+
+
+def test_options_round_trip_through_json():
+    import json
+
+    opts = FinetuneOptions(epochs=2, hidden=[("a", "b")], grad_clip=None, patience=3)
+    back = FinetuneOptions.from_dict(json.loads(json.dumps(opts.to_dict())))
+    assert back == opts and back.hidden == (("a", "b"),)
