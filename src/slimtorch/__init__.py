@@ -15,6 +15,7 @@ from .convert import (
 )
 from .edit import register_surgery
 from .errors import (
+    CheckpointError,
     ConfigError,
     ConvertError,
     FormatError,
@@ -57,6 +58,7 @@ from .prune.weights import (
     sparsity,
     zeroed_channels,
 )
+from .train import FinetuneOptions, FinetuneResult, IterativePruning, IterativeResult, finetune
 
 __version__ = "0.1.0"
 
@@ -82,6 +84,7 @@ __all__ = [
     "sparsify_for_inference",
     "sparsity",
     "zeroed_channels",
+    "CheckpointError",
     "Comparison",
     "ConfigError",
     "ConvertError",
@@ -97,9 +100,14 @@ __all__ = [
     "PruneError",
     "SlimTorchError",
     "TraceError",
+    "FinetuneOptions",
+    "FinetuneResult",
+    "IterativePruning",
+    "IterativeResult",
     "analyze",
     "benchmark",
     "compare",
+    "finetune",
     "load",
     "load_model",
     "prune_channels",

@@ -7,6 +7,7 @@ Every message names the offending value and says what to do instead. They subcla
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
     "ConfigError",
     "ConvertError",
     "FormatError",
@@ -61,3 +62,7 @@ class ConvertError(SlimTorchError, ValueError):
 
 class FormatError(SlimTorchError, ValueError):
     """A ``.slim`` file is malformed, truncated or tampered with."""
+
+
+class CheckpointError(SlimTorchError, ValueError):
+    """A training checkpoint is missing, corrupt, or was written for another model."""
