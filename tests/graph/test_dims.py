@@ -414,3 +414,9 @@ def test_freeze_layout_freezes_every_atom_of_every_segment():
     atoms.freeze_layout([(a, b), (c,)], "why")
     assert atoms.frozen == {a: "why", b: "why", c: "why"}
     assert d not in atoms.frozen
+
+
+def test_an_empty_product_expands_to_one_position():
+    atoms = Atoms()
+    assert atoms.expand([()]) == [()]
+    assert atoms.layout_size([(), (atoms.new(3),)]) == 4

@@ -894,3 +894,40 @@ def test_stack_couples_its_inputs_channels_and_rsub_is_elementwise():
     assert ("out.weight", 1, 0, (8,), 0) in members(only_group(gset))
     r = st.prune_channels(model.eval(), torch.randn(2, 3, 6, 6), 0.5, round_to=None)
     check_pruned(model, r, torch.randn(2, 3, 6, 6))
+
+
+def test_boolean_mask_index_keeps_the_trailing_channels_prunable():
+    """``h[mask]`` with a (B, T) mask on (B, T, C) gives (N, C): the mask consumes two dims
+    (deepseek_v4 and higgs_audio_v2 crashed the rule that assumed one per index)."""
+
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(8, 32), nn.Linear(32, 4)
+
+        def forward(self, x):
+            h = torch.relu(self.fc1(x))
+            return self.fc2(h[x[..., 0] > -10]).sum(0)
+
+    torch.manual_seed(0)
+    model, x = Masked(), torch.randn(2, 5, 8)
+    result = st.prune_channels(model, x, ratio=0.5, round_to=None)
+    assert result.model.fc1.out_features == 16
+    check_pruned(model, result, x)
+
+
+def test_integer_index_with_a_broadcast_index_rank():
+    class Gather(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(8, 32), nn.Linear(32, 4)
+
+        def forward(self, x):
+            idx = torch.tensor([[0, 2], [1, 3]])
+            return self.fc2(torch.relu(self.fc1(x))[idx]).sum((0, 1, 2))
+
+    torch.manual_seed(0)
+    model, x = Gather(), torch.randn(4, 6, 8)
+    result = st.prune_channels(model, x, ratio=0.5, round_to=None)
+    assert result.model.fc1.out_features == 16
+    check_pruned(model, result, x)

@@ -67,3 +67,15 @@ def test_hf_provenance_is_left_out_of_the_spec(tmp_path):
     ids = torch.randint(0, 50, (1, 6))
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).last_hidden_state, model(ids).last_hidden_state)
+
+
+def test_hf_config_lists_of_known_layer_kinds_are_accepted():
+    """Per-layer kinds (``layer_types``) change length with the layer count; each string must
+    be one the default list holds."""
+    from slimtorch.errors import ModelSpecError
+    from slimtorch.io.policy import check_hf_config
+
+    defaults = {"layer_types": ["sliding_attention", "full_attention"]}
+    check_hf_config({"layer_types": ["full_attention"] * 3}, defaults)
+    with pytest.raises(ModelSpecError, match="layer_types"):
+        check_hf_config({"layer_types": ["full_attention", "os.system"]}, defaults)

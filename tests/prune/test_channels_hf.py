@@ -4,6 +4,7 @@ forward needs real values, and tied weights that stay tied."""
 import pytest
 import torch
 import transformers
+from torch import nn
 
 import slimtorch as st
 
@@ -115,3 +116,29 @@ def test_a_value_derived_from_the_config_is_warned_about():
     assert warned and "sqrt(hidden_size)" in warned[0]
     ratio0 = st.prune_channels(model, inputs, 0.0)  # nothing changes, nothing to warn about
     assert not [w for w in ratio0.warnings if "rebuilt from the updated config" in w]
+
+
+def test_config_candidates_skip_projections_without_a_weight():
+    """A model's own projection class that keeps its matrix under another name (Moshi's
+    ``MoshiLinear``) is skipped, not an AttributeError."""
+    import types
+
+    from slimtorch.edit.hf_config import _candidates
+
+    class Proj(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(8, 8))
+
+    class Attn(nn.Module):
+        def __init__(self, q):
+            super().__init__()
+            self.head_dim, self.q_proj = 4, q
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = types.SimpleNamespace()
+            self.a, self.b = Attn(Proj()), Attn(nn.Linear(8, 8))
+
+    assert _candidates(Model()) == {"num_attention_heads": 2}

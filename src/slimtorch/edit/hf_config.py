@@ -19,8 +19,12 @@ __all__ = ["config_updates"]
 _MLP_IN = ("gate_proj", "up_proj", "fc1", "c_fc", "intermediate.dense", "mlp.0", "w1")
 
 
-def _width(m: nn.Module) -> int:
-    w = m.weight
+def _width(m: nn.Module) -> int | None:
+    """Output width of a linear layer (GPT-2's Conv1D stores it transposed), or None for a
+    module without a 2-D ``weight`` (a model's own projection class)."""
+    w = getattr(m, "weight", None)
+    if not isinstance(w, torch.Tensor) or w.dim() != 2:
+        return None
     return int(w.shape[1] if hasattr(m, "nf") else w.shape[0])
 
 
@@ -37,11 +41,7 @@ def _candidates(model: nn.Module) -> dict[str, Any]:
         emb = None
     if emb is not None and hasattr(emb, "weight"):
         out["hidden_size"] = int(emb.weight.shape[1])
-    mlp = [
-        _width(m)
-        for n, m in model.named_modules()
-        if n.endswith(_MLP_IN) and hasattr(m, "weight") and m.weight.dim() == 2
-    ]
+    mlp = [w for n, m in model.named_modules() if n.endswith(_MLP_IN) and (w := _width(m))]
     if (width := _uniform(mlp)) is not None:
         out["n_inner" if hasattr(config, "n_inner") else "intermediate_size"] = width
     heads, kv = [], []
@@ -53,11 +53,14 @@ def _candidates(model: nn.Module) -> dict[str, Any]:
         qkv = children.get("c_attn")
         if not isinstance(hd, int) or (q is None and qkv is None):
             continue
+        width = _width(q) if q is not None else _width(qkv)
+        if width is None:
+            continue
         head_dim = hd
-        heads.append(_width(q) // hd if q is not None else _width(qkv) // (3 * hd))
+        heads.append(width // hd if q is not None else width // (3 * hd))
         k = next((children[n] for n in ("k_proj", "key") if n in children), None)
-        if k is not None:
-            kv.append(_width(k) // hd)
+        if k is not None and (k_width := _width(k)) is not None:
+            kv.append(k_width // hd)
     if (h := _uniform(heads)) is not None:
         out["num_attention_heads"] = h
         if hasattr(config, "num_key_value_heads") and (k := _uniform(kv)) is not None:

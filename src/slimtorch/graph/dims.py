@@ -114,6 +114,9 @@ class Atoms:
             for a in seg:
                 flat.extend(self._flatten_prod(a))
             flat = [a for a in flat if self.size[a] != 1] or flat[:1]
+            if not flat:  # an empty product: one position
+                out.append(())
+                continue
             head = flat[0]
             if head in self.refine and self.refine[head][0] == "cat":
                 parts = self.refine[head][1]

@@ -241,6 +241,8 @@ def check_hf_config(config: Any, defaults: Mapping[str, Any], where: str = "conf
                 f"hf spec {here}={_short(value)}: a string field may only keep its default "
                 f"({_short(default)}); strings of unknown meaning are refused."
             )
+        elif isinstance(value, list) and _known_strings(value, default):
+            continue  # per-layer kinds ("sliding_attention", ...) the default list names
         else:
             try:
                 _plain(value, here)
@@ -249,3 +251,15 @@ def check_hf_config(config: Any, defaults: Mapping[str, Any], where: str = "conf
                     raise
                 for i, v in enumerate(value):  # long lists of numbers (per-layer settings)
                     _plain(v, f"{here}[{i}]", 1)
+
+
+def _known_strings(value: list, default: Any) -> bool:
+    """A list of strings, each of which the field's default list holds (per-layer kinds
+    such as ``layer_types``, longer or shorter with the layer count)."""
+    known = set(default) if isinstance(default, list | tuple) else set()
+    return (
+        len(value) <= _MAX_ITEMS
+        and all(isinstance(v, str) for v in value)
+        and any(isinstance(v, str) for v in value)
+        and set(value) <= {k for k in known if isinstance(k, str)}
+    )

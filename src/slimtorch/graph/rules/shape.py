@@ -268,11 +268,21 @@ def _index(ctx: DimContext, node: OpNode) -> None:
     if used != list(range(len(used))) or not used:
         ctx.freeze_node(node, "advanced indexing pattern")
         return
-    idx_rank = max(len(ctx.shape(indices[i])) for i in used)
-    for d in used:
+    # A boolean mask consumes as many dims as it has; an integer index one.
+    tensors = ctx.graph.tensors
+    consumed = sum(
+        len(ctx.shape(indices[i])) if tensors[indices[i].tid].dtype == torch.bool else 1
+        for i in used
+    )
+    rest = nd - consumed
+    lead = len(ctx.shape(out)) - rest  # the output's dims made by the indices
+    if rest < 0 or lead < 0 or ctx.shape(x)[consumed:] != ctx.shape(out)[lead:]:
+        ctx.freeze_node(node, "advanced indexing pattern")
+        return
+    for d in range(consumed):
         ctx.freeze_dim(x, d, "indexed dimension")
-    for d in range(len(used), nd):
-        ctx.same(x, d, out, idx_rank + d - len(used))
+    for d in range(rest):
+        ctx.same(x, consumed + d, out, lead + d)
 
 
 @register_rule(aten.index_select)
