@@ -931,3 +931,55 @@ def test_integer_index_with_a_broadcast_index_rank():
     result = st.prune_channels(model, x, ratio=0.5, round_to=None)
     assert result.model.fc1.out_features == 16
     check_pruned(model, result, x)
+
+
+class _Experts(nn.Module):
+    """A mixture-of-experts FFN as transformers 5 runs it: tokens sorted by expert, then
+    ``torch._grouped_mm`` over (experts, in, out) weights."""
+
+    def __init__(self, experts=2, hidden=16, inner=32):
+        super().__init__()
+        self.up = nn.Parameter(torch.randn(experts, hidden, inner) / hidden**0.5)
+        self.down = nn.Parameter(torch.randn(experts, inner, hidden) / inner**0.5)
+        self.head = nn.Linear(hidden, 4)
+
+    def forward(self, x):
+        offs = torch.tensor([x.shape[0] // 2, x.shape[0]], dtype=torch.int32)
+        h = torch.relu(torch._grouped_mm(x, self.up, offs=offs))
+        return self.head(torch._grouped_mm(h, self.down, offs=offs) + x)
+
+
+def test_grouped_mm_prunes_the_experts_inner_width():
+    torch.manual_seed(0)
+    model, x = _Experts(), torch.randn(8, 16)
+    result = st.prune_channels(model, x, ratio=0.5, ignore=["head"])
+    pruned = result.model
+    assert pruned.up.shape == (2, 16, 16) and pruned.down.shape == (2, 16, 16)
+    check_pruned(model, result, x)
+
+
+def test_grouped_mm_macs_are_those_of_the_per_expert_products():
+    model, x = _Experts(), torch.randn(8, 16)
+    # 8 tokens x 32 inner x 16 hidden, twice, plus the 16 -> 4 head
+    assert st.analyze(model, x).macs == 2 * 8 * 16 * 32 + 8 * 16 * 4
+
+
+@pytest.mark.parametrize("reduce", ["max", "argmax"])
+def test_max_over_tokens_keeps_channels_prunable(reduce):
+    class Pool(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(8, 32), nn.Linear(32, 4)
+
+        def forward(self, x):
+            h = torch.relu(self.fc1(x))
+            if reduce == "max":
+                return self.fc2(h.max(dim=1).values)
+            return self.fc2(h.mean(1)) + h.argmax(dim=1).float().mean()
+
+    torch.manual_seed(0)
+    model, x = Pool(), torch.randn(2, 5, 8)
+    result = st.prune_channels(model, x, ratio=0.5, round_to=None)
+    assert result.model.fc1.out_features == 16
+    if reduce == "max":  # argmax of pruned channels is a different number: inexact
+        check_pruned(model, result, x)

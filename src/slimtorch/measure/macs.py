@@ -82,6 +82,12 @@ def _baddbmm(graph: ModelGraph, node: OpNode) -> int:
     return a[0] * a[1] * a[2] * b[2]
 
 
+@register_macs(aten._grouped_mm)
+def _grouped_mm(graph: ModelGraph, node: OpNode) -> int:
+    # each output element sums over the contracted K of its own expert
+    return math.prod(_out(graph, node)) * _shape(graph, node, 0)[-1]
+
+
 @register_macs(aten.linear)
 def _linear(graph: ModelGraph, node: OpNode) -> int:
     w = _shape(graph, node, 1)

@@ -1,4 +1,5 @@
-"""Dimension rules of matrix products and attention: linear, mm, addmm, bmm, sdpa, fused MHA."""
+"""Dimension rules of matrix products and attention: linear, mm, addmm, bmm, grouped mm,
+sdpa, fused MHA."""
 
 from __future__ import annotations
 
@@ -62,6 +63,30 @@ def _bmm(ctx: DimContext, node: OpNode) -> None:
     _contract(ctx, a, 2, b, 1)
     if node.op.overloadpacket is aten.baddbmm:
         ctx.broadcast(out, [node.args[0]])
+
+
+@register_rule(aten._grouped_mm)
+def _grouped_mm(ctx: DimContext, node: OpNode) -> None:
+    """Mixture-of-experts products: rows of ``a`` (M, K) grouped by expert times ``b`` (E, K, N)
+    gives (M, N); with ``a`` (E, M, K) it is a batched mm. The expert dim is never pruned."""
+    a, b = node.args[0], node.args[1]
+    out = node.outputs[0]
+    ra, rb = len(ctx.shape(a)), len(ctx.shape(b))
+    if (ra, rb) not in ((2, 3), (3, 3)):
+        ctx.freeze_node(node, "grouped mm of this rank")
+        return
+    for d in range(ra - 1):
+        ctx.same(a, d, out, d)
+    if ra == 3:
+        ctx.same(a, 0, b, 0)
+    ctx.same(a, -1, b, 1)
+    ctx.same(b, 2, out, -1)
+    _contract(ctx, a, -1, b, 1)
+    ctx.role(b, 2, "produce")
+    ctx.freeze_dim(b, 0, "the experts of a grouped mm")
+    bias = node.args[3] if len(node.args) > 3 else node.kwargs.get("bias")
+    if isinstance(bias, TensorRef):
+        ctx.same(bias, -1, out, -1)
 
 
 @register_rule(aten.linear)

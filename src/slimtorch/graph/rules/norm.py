@@ -94,6 +94,21 @@ def _reduction(ctx: DimContext, node: OpNode) -> None:
     )
 
 
+@register_rule(
+    aten.max.dim, aten.min.dim, aten.max.default, aten.min.default, aten.argmax, aten.argmin
+)
+def _selecting_reduction(ctx: DimContext, node: OpNode) -> None:
+    """max/min along a dim (values and their indices) and argmax/argmin: reductions whose
+    outputs share one shape. (``max.other`` is elementwise and not covered here.)"""
+    named = dict(zip((a.name for a in node.op._schema.arguments), node.args)) | node.kwargs
+    dims = named.get("dim")
+    _reduce(ctx, node, dims if isinstance(dims, int) else None, bool(named.get("keepdim", False)))
+    values, *rest = node.outputs
+    for other in rest:
+        for d in range(len(ctx.shape(values))):
+            ctx.same(values, d, other, d)
+
+
 @register_rule(aten.linalg_vector_norm)
 def _vector_norm(ctx: DimContext, node: OpNode) -> None:
     dims = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim")
