@@ -983,3 +983,12 @@ def test_max_over_tokens_keeps_channels_prunable(reduce):
     assert result.model.fc1.out_features == 16
     if reduce == "max":  # argmax of pruned channels is a different number: inexact
         check_pruned(model, result, x)
+
+
+def test_grouped_mm_widths_stay_multiples_of_16_bytes():
+    """Its CPU kernel refuses rows that are not multiples of 16 bytes: 32 * 0.7 -> 12, not 10."""
+    torch.manual_seed(0)
+    model, x = _Experts(), torch.randn(8, 16)
+    result = st.prune_channels(model, x, ratio=0.7, ignore=["head"], round_to=None)
+    assert result.model.up.shape == (2, 16, 12)
+    check_pruned(model, result, x)

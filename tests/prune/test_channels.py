@@ -323,3 +323,29 @@ def test_target_macs_solves_below_the_deepest_cut_that_runs():
     assert r.after["macs"] <= macs * 0.5 and r.model.fc1.out_features >= 8
     with pytest.raises(st.PruneError, match="the most the model's forward accepts"):
         st.prune_channels(model, x, target_macs=int(macs * 0.1), round_to=None)
+
+
+class _FixedReshape(nn.Module):
+    """One branch reshapes by numbers in the code (any pruning of ``a`` breaks it); the other
+    holds most of the MACs."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(16, 32), nn.Linear(16, 256), nn.Linear(256, 8)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x)).reshape(x.shape[0], 4, 8).sum(1)
+        return self.c(torch.relu(self.b(x))) + h
+
+
+def test_target_macs_keeps_the_groups_that_break_the_deepest_cut():
+    """No uniform cut that runs reaches the target, so the groups that break the deepest cut
+    are found (bisection), kept with a warning, and the rest pruned to the target."""
+    torch.manual_seed(0)
+    model, x = _FixedReshape().eval(), torch.randn(4, 16)
+    macs = st.analyze(model, x).macs
+    r = st.prune_channels(model, x, target_macs=int(macs * 0.4), round_to=None)
+    assert r.model.a.out_features == 32 and r.model.b.out_features < 128
+    assert r.after["macs"] <= macs * 0.4
+    assert any("'a'" in w and "does not accept them pruned" in w for w in r.warnings)
+    check_pruned(model, r, x)

@@ -55,6 +55,7 @@ class ChannelGroup:
     members: list[Member]
     exact: bool  # no normalization/softmax/reduction mixes across it
     modules: list[str] = field(default_factory=list)  # modules that produce it
+    multiple: int = 1  # kept counts must be a multiple of this (an op's alignment)
 
     def describe(self) -> str:
         names = ", ".join(self.modules[:3]) + (" ..." if len(self.modules) > 3 else "")
@@ -209,7 +210,10 @@ def build_groups(model: nn.Module, graph: ModelGraph, factor: str = "outer") -> 
         if not producers:
             continue
         exact = not atoms.has(r, "cross")
-        groups.append(ChannelGroup(r, atoms.size[r], mem, exact, producers))
+        multiple = math.lcm(
+            1, *(int(f.split(":")[1]) for f in atoms.flags.get(r, ()) if f.startswith("multiple:"))
+        )
+        groups.append(ChannelGroup(r, atoms.size[r], mem, exact, producers, multiple))
     frozen = _frozen_reasons(ctx, tids, graph)
     return GroupSet(groups, frozen, ctx, tids)
 

@@ -84,6 +84,10 @@ def _grouped_mm(ctx: DimContext, node: OpNode) -> None:
     _contract(ctx, a, -1, b, 1)
     ctx.role(b, 2, "produce")
     ctx.freeze_dim(b, 0, "the experts of a grouped mm")
+    # its kernels need rows of 16 bytes: pruned widths stay multiples of that
+    align = max(1, 16 // ctx.graph.tensors[b.tid].dtype.itemsize)
+    ctx.flag_dim(b, 1, f"multiple:{align}")
+    ctx.flag_dim(b, 2, f"multiple:{align}")
     bias = node.args[3] if len(node.args) > 3 else node.kwargs.get("bias")
     if isinstance(bias, TensorRef):
         ctx.same(bias, -1, out, -1)

@@ -15,6 +15,7 @@ op and the error; a whole class of modules is never frozen.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from ...graph.groups import ChannelGroup, GroupSet
 from ...graph.trace import ModelGraph, trace
 from .options import ChannelOptions
 from .plan import consumer_positions, conv_groups, plan_groups, tensor_plan
-from .solve import solve_ratio
+from .solve import DeepCutFails, solve_ratio
 
 __all__ = ["Pruner", "find_culprits"]
 
@@ -98,12 +99,19 @@ class Pruner:
         self._expected: Any = None
 
     # -- one plan ---------------------------------------------------------------------------
-    def attempt(self, excluded: frozenset[int]) -> Attempt:
+    def attempt(self, excluded: frozenset[int], ratio: float | None = None) -> Attempt:
+        """The plan without the ``excluded`` groups at ``ratio`` (by default the option's, or
+        the one solved for ``target_macs``; the deepest cut where that one does not run)."""
         active = [g for g in self.groups if g.atom not in excluded]
-        if self.opts.target_macs is not None:
-            r = solve_ratio(
-                self.work, self.x, self.gset, active, self.scores, self.opts, self.group_ratio
-            )
+        if ratio is not None:
+            r = ratio
+        elif self.opts.target_macs is not None:
+            try:
+                r = solve_ratio(
+                    self.work, self.x, self.gset, active, self.scores, self.opts, self.group_ratio
+                )
+            except DeepCutFails as deep:
+                r = deep.ratio
         else:
             r = float(self.opts.ratio)
         keep = plan_groups(active, self.scores, r, self.opts, self.group_ratio)
@@ -155,8 +163,8 @@ class Pruner:
         att = self.attempt(excluded | inexact)
         return not isinstance(att.result, ForwardError) and self.error(att) <= VERIFY_TOLERANCE
 
-    def _runs(self, excluded: frozenset[int]) -> bool:
-        return not isinstance(self.attempt(excluded).result, ForwardError)
+    def _runs(self, excluded: frozenset[int], ratio: float | None = None) -> bool:
+        return not isinstance(self.attempt(excluded, ratio).result, ForwardError)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(
@@ -191,9 +199,10 @@ class Pruner:
         pruned = [g for g in att.groups if len(att.keep[g.atom]) < g.size]
         near = [g.atom for g in pruned if _touches(g, failed.module)]
         everything = [g.atom for g in pruned]
-        if near and self._runs(excluded | frozenset(near)):
+        runs = functools.partial(self._runs, ratio=att.ratio)  # the failing plan's cut
+        if near and runs(excluded | frozenset(near)):
             candidates = near
-        elif everything and self._runs(excluded | frozenset(everything)):
+        elif everything and runs(excluded | frozenset(everything)):
             candidates = everything
         else:
             raise PruneError(
@@ -201,7 +210,7 @@ class Pruner:
                 "group kept. Please report it; pass the failing module in ignore=[...] to work "
                 "around it."
             ) from failed
-        culprits = find_culprits(candidates, excluded, self._runs)
+        culprits = find_culprits(candidates, excluded, runs)
         why = str(failed).split(": ", 2)[-1][:160]
         for g in _named(self.groups, culprits):
             warnings.append(

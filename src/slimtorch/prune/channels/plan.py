@@ -17,10 +17,12 @@ from .options import ChannelOptions
 __all__ = ["consumer_positions", "conv_groups", "group_rows", "plan_groups", "tensor_plan"]
 
 
-def _n_keep(n: int, ratio: float, round_to: int | None) -> int:
+def _n_keep(n: int, ratio: float, round_to: int | None, multiple: int = 1) -> int:
     keep = n - int(math.floor(n * ratio + 1e-9))
     if round_to and n >= 4 * round_to:
         keep = min(n, int(math.ceil(keep / round_to)) * round_to)
+    if multiple > 1 and n % multiple == 0:  # an op that needs aligned widths
+        keep = min(n, int(math.ceil(keep / multiple)) * multiple)
     return max(1, keep)
 
 
@@ -55,7 +57,7 @@ def plan_groups(
         per_ratio = {g.atom: group_ratio.get(g.atom, ratio) for g in groups}
     round_to = None if opts.importance == "zeroed" else opts.round_to
     for g in groups:
-        k = _n_keep(g.size, per_ratio[g.atom], round_to)
+        k = _n_keep(g.size, per_ratio[g.atom], round_to, g.multiple)
         top = torch.argsort(scores[g.atom], descending=True, stable=True)[:k]
         keep[g.atom] = torch.sort(top).values
     return keep

@@ -18,7 +18,7 @@ from ...measure.analyze import count_macs
 from .options import ChannelOptions
 from .plan import conv_groups, plan_groups, tensor_plan
 
-__all__ = ["solve_ratio"]
+__all__ = ["DeepCutFails", "solve_ratio"]
 
 
 def meta_copy(model: nn.Module) -> nn.Module:
@@ -38,6 +38,14 @@ def meta_copy(model: nn.Module) -> nn.Module:
 
 def _to_meta(x: Any) -> Any:
     return tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, x)
+
+
+class DeepCutFails(Exception):
+    """The deepest cut ``ratio`` makes a model whose forward fails (internal signal)."""
+
+    def __init__(self, ratio: float) -> None:
+        super().__init__(f"the forward fails at ratio {ratio}")
+        self.ratio = ratio
 
 
 def solve_ratio(
@@ -74,8 +82,10 @@ def solve_ratio(
     hi = 0.95 if opts.scope == "local" else opts.max_ratio
     lowest = macs_at(hi)
     if lowest is None:
-        # The deepest cut breaks the forward: search the deepest one that runs, and solve
-        # below it; the Pruner then checks and, where needed, blames the chosen plan.
+        # The deepest cut breaks the forward. A width the code needs (a minimum) leaves a
+        # shallower cut that runs: solve below it if it reaches the target. Otherwise the
+        # Pruner finds the groups to keep at the deepest cut (a bisection, as for any failing
+        # plan) and solves again without them.
         ok, bad = 0.0, hi
         for _ in range(8):
             mid = (ok + bad) / 2
@@ -83,11 +93,14 @@ def solve_ratio(
                 bad = mid
             else:
                 ok = mid
-        hi, lowest = ok, macs_at(ok)
-    if lowest is None or lowest > target:
+        shallow = macs_at(ok)
+        if shallow is None or shallow > target:
+            raise DeepCutFails(hi)
+        hi, lowest = ok, shallow
+    if lowest > target:
         raise PruneError(
             f"target_macs={target:,} cannot be reached: pruning {hi:.0%} of every prunable "
-            f"group (the most the model's forward accepts) still leaves {lowest or 0:,} MACs. "
+            f"group (the most the model's forward accepts) still leaves {lowest:,} MACs. "
             "Raise the target, or remove layers with prune_layers."
         )
     if (macs_at(0.0) or 0) <= target:
