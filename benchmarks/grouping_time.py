@@ -1,9 +1,11 @@
 """Trace + channel grouping time: slimtorch vs Torch-Pruning's DependencyGraph, same run.
 
-For each model, median of ``--repeats`` warm runs (after one untimed run) of: a deep copy of
-the model, then slimtorch's ``trace`` + ``build_groups`` (what ``prune_channels`` does before
-it scores channels), or Torch-Pruning's ``DependencyGraph().build_dependency`` +
-``get_all_groups`` (what its pruners do). The copy is inside the timing for both alike.
+For each model, median of ``--repeats`` warm runs (after one untimed run) of slimtorch's
+``trace`` + ``build_groups`` (what ``prune_channels`` does before it scores channels: a
+shape-only meta trace) and of Torch-Pruning's ``DependencyGraph().build_dependency`` +
+``get_all_groups`` (what its pruners do). Deep copies are counted alike: both columns
+without one, then both with ``copy.deepcopy`` of the model inside the timing (what
+``prune_channels`` does to leave its input untouched; Torch-Pruning prunes in place).
 
 Run: python benchmarks/grouping_time.py [--models resnet50,mobilenet_v2] [--repeats 5]
 """
@@ -25,26 +27,25 @@ from slimtorch.report.table import format_table
 DEFAULT = "resnet50,mobilenet_v2,vit_b_16,densenet121"
 
 
-def ours(model: torch.nn.Module, x: torch.Tensor) -> int:
-    work = copy.deepcopy(model)
-    meta = sum(p.numel() for p in work.parameters()) > 20_000_000  # as prune_channels does
-    return len(build_groups(work, trace(work, x, grad=True, meta=meta)).groups)
+def ours(model: torch.nn.Module, x: torch.Tensor, copy_first: bool) -> int:
+    work = copy.deepcopy(model) if copy_first else model
+    return len(build_groups(work, trace(work, x, grad=True, meta=True)).groups)
 
 
-def torch_pruning(model: torch.nn.Module, x: torch.Tensor) -> int:
+def torch_pruning(model: torch.nn.Module, x: torch.Tensor, copy_first: bool) -> int:
     import torch_pruning as tp
 
-    work = copy.deepcopy(model)
+    work = copy.deepcopy(model) if copy_first else model
     graph = tp.DependencyGraph().build_dependency(work, example_inputs=x)
     return len(list(graph.get_all_groups()))
 
 
-def median_s(fn, model, x, repeats: int) -> tuple[float, int]:
-    n = fn(model, x)  # warm-up (and the group count)
+def median_s(fn, model, x, repeats: int, copy_first: bool) -> tuple[float, int]:
+    n = fn(model, x, copy_first)  # warm-up (and the group count)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn(model, x)
+        fn(model, x, copy_first)
         times.append(time.perf_counter() - start)
     return statistics.median(times), n
 
@@ -59,11 +60,18 @@ def main() -> None:
     for name in args.models.split(","):
         model = st.load_model(f"torchvision:{name}").eval()
         x = torch.randn(1, 3, 224, 224)
-        a, na = median_s(ours, model, x, args.repeats)
-        b, nb = median_s(torch_pruning, model, x, args.repeats)
-        rows.append((name, f"{a:.3f}", na, f"{b:.3f}", nb, f"{a / b:.2f}"))
-    headers = ("model", "slimtorch s", "groups", "Torch-Pruning s", "groups", "ratio")
-    print(format_table(headers, rows, f"trace + grouping, median of {args.repeats}, 1 thread"))
+        row = [name]
+        for copy_first in (False, True):
+            a, na = median_s(ours, model, x, args.repeats, copy_first)
+            b, nb = median_s(torch_pruning, model, x, args.repeats, copy_first)
+            row += [f"{a:.3f}", f"{b:.3f}", f"{a / b:.2f}"]
+        rows.append((*row[:1], na, nb, *row[1:]))
+    headers = (
+        "model", "groups", "TP groups",
+        "slimtorch s", "TP s", "ratio", "+copy: slimtorch s", "TP s", "ratio",
+    )  # fmt: skip
+    title = f"trace + grouping, median of {args.repeats} warm runs, 1 thread, 1x3x224x224"
+    print(format_table(headers, rows, title))
 
 
 if __name__ == "__main__":
