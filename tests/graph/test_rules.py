@@ -992,3 +992,23 @@ def test_grouped_mm_widths_stay_multiples_of_16_bytes():
     result = st.prune_channels(model, x, ratio=0.7, ignore=["head"], round_to=None)
     assert result.model.up.shape == (2, 16, 12)
     check_pruned(model, result, x)
+
+
+def test_topk_and_gather_keep_the_other_dims_prunable():
+    """A router's pattern: top-k tokens per channel, gathered back (MoE gates, token pruning)."""
+
+    class TopTokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(8, 32), nn.Linear(32, 4)
+
+        def forward(self, x):
+            h = torch.relu(self.fc1(x))  # (B, T, C)
+            idx = h.topk(3, dim=1).indices  # (B, 3, C)
+            return self.fc2(h.gather(1, idx).mean(1))
+
+    torch.manual_seed(0)
+    model, x = TopTokens(), torch.randn(2, 6, 8)
+    result = st.prune_channels(model, x, ratio=0.5, round_to=None)
+    assert result.model.fc1.out_features == 16
+    check_pruned(model, result, x)

@@ -300,6 +300,45 @@ def _index_select(ctx: DimContext, node: OpNode) -> None:
     ctx.freeze_dim(out, dim, reason)
 
 
+@register_rule(aten.gather)
+def _gather(ctx: DimContext, node: OpNode) -> None:
+    """``x.gather(dim, index)``: the output has the index's shape; along other dims index
+    ``i`` of the output reads index ``i`` of ``x`` where their sizes agree."""
+    x, dim, index = node.args[0], int(node.args[1]), node.args[2]
+    out = node.outputs[0]
+    nd = len(ctx.shape(x))
+    dim %= nd
+    reason = f"gathered dimension in '{node.module}'"
+    for d in range(nd):
+        if d == dim:
+            continue
+        if ctx.shape(index)[d] == ctx.shape(x)[d]:
+            ctx.same(x, d, out, d)
+            ctx.same(index, d, out, d)
+        else:  # a prefix of x's positions: which ones is fixed by the sizes
+            ctx.freeze_dim(x, d, reason)
+            ctx.freeze_dim(out, d, reason)
+    ctx.freeze_dim(x, dim, reason)
+    ctx.freeze_dim(out, dim, reason)
+
+
+@register_rule(aten.topk, aten.sort)
+def _topk(ctx: DimContext, node: OpNode) -> None:
+    """Values and indices of the top k (or all, sorted) along a dim: that dim is reordered,
+    the others pass through."""
+    x = node.args[0]
+    nd = len(ctx.shape(x))
+    named = dict(zip((a.name for a in node.op._schema.arguments), node.args)) | node.kwargs
+    dim = int(named.get("dim", -1)) % nd
+    reason = f"dimension ranked by {node.op.overloadpacket.__name__} in '{node.module}'"
+    ctx.freeze_dim(x, dim, reason)
+    for out in node.outputs:
+        for d in range(nd):
+            if d != dim:
+                ctx.same(x, d, out, d)
+        ctx.freeze_dim(out, dim, reason)
+
+
 @register_rule(aten.embedding)
 def _embedding(ctx: DimContext, node: OpNode) -> None:
     w, idx, out = node.args[0], node.args[1], node.outputs[0]
