@@ -39,6 +39,7 @@ def test_distilling_pruned_minilm_brings_its_sentence_embeddings_back():
         progress=False,
     )  # fmt: skip
     after = agreement(sentence_embeddings(r.model, tok, held_out), ref)
-    print(before, after)
-    assert after["cos_mean"] > before["cos_mean"] + 0.0
-    assert after["spearman"] > before["spearman"] + 0.0
+    # Measured (12 steps): cos mean 0.499 -> 0.657, Spearman 0.532 -> 0.632.
+    assert after["cos_mean"] > before["cos_mean"] + 0.08
+    assert after["spearman"] > before["spearman"] + 0.05
+    assert after["spearman"] > 0.58
