@@ -95,6 +95,49 @@ def test_embedding_model_distills_by_mse_through_a_projection():
     assert math.isfinite(same.losses[-1])
 
 
+def test_mean_pool_leaves_out_padding_and_cosine_ignores_length():
+    from slimtorch.train.losses import cosine_distance, mean_pool
+
+    h = torch.randn(2, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    torch.testing.assert_close(mean_pool(h, mask), torch.stack([h[0, :2].mean(0), h[1].mean(0)]))
+    torch.testing.assert_close(mean_pool(h, None), h.mean(1))
+    v = torch.randn(5, 8)
+    assert float(cosine_distance(3 * v, v)) == pytest.approx(0.0, abs=1e-6)
+    assert float(cosine_distance(-v, v)) == pytest.approx(2.0, abs=1e-6)
+    with pytest.raises(ConfigError, match="pool='none'"):
+        mean_pool(torch.randn(2, 3), None)
+
+
+def test_pooled_distillation_matches_sentence_embeddings_not_padding():
+    torch.manual_seed(0)
+    teacher, student = Encoder(width=16), Encoder(width=16)
+    ids = torch.randint(0, 50, (8, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(8, 12, dtype=torch.long)
+    mask[:, 6:] = 0  # the second half is padding: pooling must leave it out
+    batches = [{"input_ids": ids[i : i + 4], "attention_mask": mask[i : i + 4]} for i in (0, 4)]
+
+    def pooled_cos(m):
+        with torch.no_grad():
+            a, b = (x(ids)["last_hidden_state"][:, :6].mean(1) for x in (m, teacher))
+        return float(F.cosine_similarity(a, b).mean())
+
+    kw = dict(steps=30, lr=1e-2, pool="mean", **QUIET)
+    r = finetune(student, batches, teacher, distill="cosine", **kw)
+    assert r.losses[-1] < 0.3 * r.losses[0]
+    assert pooled_cos(r.model) > pooled_cos(student) + 0.6  # measured -0.09 -> 0.77
+    # The loss saw only the first six positions: padding tokens carry no gradient.
+    ids_pad = ids.clone()
+    ids_pad[:, 6:] = 0
+    padded = [{"input_ids": ids_pad[i : i + 4], "attention_mask": mask[i : i + 4]} for i in (0, 4)]
+    again = finetune(student, padded, teacher, distill="cosine", **kw)
+    assert again.losses == pytest.approx(r.losses, abs=1e-6)
+    mse = finetune(student, batches, teacher, distill="mse", **kw)
+    assert mse.losses[-1] < 0.3 * mse.losses[0]
+    with pytest.raises(ConfigError, match="pool='bogus' is unknown"):
+        finetune(student, batches, teacher, steps=1, pool="bogus", **QUIET)
+
+
 def test_hidden_states_of_a_narrower_cnn_project_channels():
     from slimtorch.train.models import digits_cnn
 

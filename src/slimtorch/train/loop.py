@@ -31,7 +31,15 @@ from ..errors import ConfigError, InputError
 from .batches import Batch, Position, make_stream, split_batch
 from .checkpoint import Checkpoint, check_same_model, find_checkpoint, write_checkpoint
 from .dist import Dist, broadcast, mean, setup, teardown
-from .losses import FeatureTap, hidden_mse, kd_kl, main_output, task_loss
+from .losses import (
+    FeatureTap,
+    cosine_distance,
+    hidden_mse,
+    kd_kl,
+    main_output,
+    mean_pool,
+    task_loss,
+)
 from .options import MATH_FIELDS, FinetuneOptions
 from .probe import Probe, probe
 from .progress import Progress
@@ -183,10 +191,16 @@ class _Run:
             t_logits = main_output(teacher(*batch.args, **batch.kwargs))
         loss = task if task is not None else torch.zeros((), device=logits.device)
         if pr.distill != "none" and (task is None or opts.alpha > 0):
+            s_out, t_out = logits, t_logits
+            if opts.pool == "mean":
+                mask = batch.kwargs.get("attention_mask")
+                s_out, t_out = mean_pool(s_out, mask), mean_pool(t_out, mask)
             if pr.distill == "kl":
-                kd = kd_kl(logits, t_logits, opts.temperature)
+                kd = kd_kl(s_out, t_out, opts.temperature)
+            elif pr.distill == "cosine":
+                kd = cosine_distance(s_out, t_out)
             else:
-                kd = F.mse_loss(logits.float(), t_logits.float())
+                kd = F.mse_loss(s_out.float(), t_out.float())
             loss = kd if task is None else (1 - opts.alpha) * task + opts.alpha * kd
         if opts.hidden:
             t_feats = [t_tap.features[t] for _, t in opts.hidden]  # type: ignore[union-attr]

@@ -26,8 +26,10 @@ from ..errors import ConfigError, InputError
 __all__ = [
     "FeatureTap",
     "Projection",
+    "cosine_distance",
     "kd_kl",
     "main_output",
+    "mean_pool",
     "output_key",
     "task_loss",
 ]
@@ -83,6 +85,33 @@ def kd_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> t
     s = F.log_softmax(student.reshape(-1, c).float() / temperature, dim=-1)
     t = F.log_softmax(teacher.reshape(-1, c).float() / temperature, dim=-1)
     return F.kl_div(s, t, reduction="batchmean", log_target=True) * temperature**2
+
+
+def mean_pool(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean of ``x`` of shape ``(B, L, ...)`` over the positions ``L`` where ``mask``
+    ``(B, L)`` is nonzero (all of them when ``mask`` is None): shape ``(B, ...)``. With
+    ``last_hidden_state`` and the ``attention_mask`` this is sentence-transformers' mean
+    pooling (padding left out)."""
+    if x.ndim < 3:
+        raise ConfigError(
+            f"pool='mean' averages over the sequence dim 1 of outputs shaped (B, L, D), but the "
+            f"model's output has shape {tuple(x.shape)}; use pool='none' for it."
+        )
+    if mask is None:
+        return x.float().mean(1)
+    if tuple(mask.shape) != tuple(x.shape[:2]):
+        raise InputError(
+            f"pool='mean': the attention_mask has shape {tuple(mask.shape)} but the output "
+            f"{tuple(x.shape)}; the mask must be (batch, sequence) = {tuple(x.shape[:2])}."
+        )
+    w = mask.to(torch.float32).reshape(*mask.shape, *([1] * (x.ndim - 2)))
+    return (x.float() * w).sum(1) / w.sum(1).clamp(min=1e-9)
+
+
+def cosine_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """``1 - cos(student, teacher)`` along the last dim, averaged over the rest: 0 when every
+    student vector points where its teacher's does, whatever their lengths."""
+    return (1 - F.cosine_similarity(student.float(), teacher.float(), dim=-1)).mean()
 
 
 def check_outputs_match(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> None:

@@ -9,10 +9,11 @@ from .._options import Options
 from .._validate import check_int, check_number, suggest
 from ..errors import ConfigError
 
-__all__ = ["DISTILL", "OPTIMIZERS", "FinetuneOptions"]
+__all__ = ["DISTILL", "OPTIMIZERS", "POOLS", "FinetuneOptions"]
 
 OPTIMIZERS = ("adamw", "sgd")
-DISTILL = ("auto", "kl", "mse", "none")
+DISTILL = ("auto", "kl", "mse", "cosine", "none")
+POOLS = ("none", "mean")
 # Options that change the arithmetic of a run: a resume with other values is no longer the
 # same run, so finetune warns about them.
 MATH_FIELDS = (
@@ -29,6 +30,7 @@ MATH_FIELDS = (
     "hidden",
     "hidden_weight",
     "distill",
+    "pool",
     "seed",
 )
 
@@ -58,9 +60,14 @@ class FinetuneOptions(Options):
         hidden: ``(student_module, teacher_module)`` pairs whose outputs are matched by MSE,
             through a learned linear projection where their widths differ.
         hidden_weight: weight of the hidden-state MSE terms.
-        distill: ``"kl"`` (temperature KL, for logits), ``"mse"`` (for embeddings) or
-            ``"auto"``: MSE when the output is taken from ``last_hidden_state``, else KL;
-            ``"none"`` matches only the ``hidden`` pairs.
+        distill: ``"kl"`` (temperature KL, for logits), ``"mse"`` (for embeddings),
+            ``"cosine"`` (``1 - cos`` per vector, for sentence embeddings) or ``"auto"``:
+            MSE when the output is taken from ``last_hidden_state``, else KL; ``"none"``
+            matches only the ``hidden`` pairs.
+        pool: what of the outputs distillation compares: ``"none"``, the outputs as they are;
+            ``"mean"``, the mean over the sequence dim 1 of the positions where the batch's
+            ``attention_mask`` is 1 (every position without one): ``(B, L, D) -> (B, D)``,
+            a sentence embedding as sentence-transformers pools it.
         eval_every: call ``eval_fn`` every this many optimizer steps (and at the end).
         patience: stop after this many evaluations without improvement (None: never).
         maximize: whether a larger ``eval_fn`` value is better (accuracy) or smaller (loss).
@@ -86,6 +93,7 @@ class FinetuneOptions(Options):
     hidden: tuple[tuple[str, str], ...] = ()
     hidden_weight: float = 1.0
     distill: str = "auto"
+    pool: str = "none"
     eval_every: int | None = None
     patience: int | None = None
     maximize: bool = True
@@ -127,6 +135,11 @@ class FinetuneOptions(Options):
             raise ConfigError(
                 f"distill={self.distill!r} is unknown{suggest(str(self.distill), DISTILL)}; use "
                 f"one of {list(DISTILL)}."
+            )
+        if self.pool not in POOLS:
+            raise ConfigError(
+                f"pool={self.pool!r} is unknown{suggest(str(self.pool), POOLS)}; use one of "
+                f"{list(POOLS)}."
             )
         _optional_int("eval_every", self.eval_every, 1)
         _optional_int("patience", self.patience, 1, "or None to never stop early")

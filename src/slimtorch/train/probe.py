@@ -20,6 +20,7 @@ from .losses import (
     check_outputs_match,
     feature_dim,
     main_output,
+    mean_pool,
     output_key,
 )
 from .options import FinetuneOptions
@@ -108,7 +109,11 @@ def probe(
         if teacher is not None:
             t_logits = main_output(_forward(teacher, batch, "teacher"))
             if kind != "none" and (opts.alpha > 0 or batch.labels is None):
-                check_outputs_match(logits, t_logits, kind)
+                s_out, t_out = logits, t_logits
+                if opts.pool == "mean":
+                    mask = batch.kwargs.get("attention_mask")
+                    s_out, t_out = mean_pool(s_out, mask), mean_pool(t_out, mask)
+                check_outputs_match(s_out, t_out, kind)
             for i, pair in enumerate(opts.hidden):
                 s, t = s_tap.features.get(pair[0]), t_tap.features.get(pair[1])  # type: ignore[union-attr]
                 if s is None or t is None:
