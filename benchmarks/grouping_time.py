@@ -5,7 +5,8 @@ For each model, median of ``--repeats`` warm runs (after one untimed run) of sli
 shape-only meta trace) and of Torch-Pruning's ``DependencyGraph().build_dependency`` +
 ``get_all_groups`` (what its pruners do). Deep copies are counted alike: both columns
 without one, then both with ``copy.deepcopy`` of the model inside the timing (what
-``prune_channels`` does to leave its input untouched; Torch-Pruning prunes in place).
+``prune_channels`` does to leave its input untouched; Torch-Pruning prunes in place). Each
+tool works on its own copy of the model, so neither sees what the other left on it.
 
 Run: python benchmarks/grouping_time.py [--models resnet50,mobilenet_v2] [--repeats 5]
 """
@@ -62,8 +63,9 @@ def main() -> None:
         x = torch.randn(1, 3, 224, 224)
         row = [name]
         for copy_first in (False, True):
-            a, na = median_s(ours, model, x, args.repeats, copy_first)
-            b, nb = median_s(torch_pruning, model, x, args.repeats, copy_first)
+            # each tool gets its own copy: neither sees what the other left on a model
+            a, na = median_s(ours, copy.deepcopy(model), x, args.repeats, copy_first)
+            b, nb = median_s(torch_pruning, copy.deepcopy(model), x, args.repeats, copy_first)
             row += [f"{a:.3f}", f"{b:.3f}", f"{a / b:.2f}"]
         rows.append((*row[:1], na, nb, *row[1:]))
     headers = (
