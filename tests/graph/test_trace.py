@@ -75,3 +75,14 @@ def test_meta_shortcut_keeps_in_place_identity_and_skips_other_dtypes():
     assert _meta_shortcut(aten.add.Tensor, (x, torch.empty(3, device="meta")), {}) is None
     assert _meta_shortcut(aten.relu.default, (x.long(),), {}) is None
     assert _meta_shortcut(aten.clone.default, (x,), {"memory_format": None}) is None
+
+
+def test_meta_trace_restores_a_module_shared_under_two_names():
+    """timm's CoaT registers one ConvPosEnc under two names; a meta trace must leave every
+    parameter of it on its device (functional_call left meta tensors behind)."""
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    model.alias = shared
+    st.trace(model, torch.randn(2, 4), meta=True)
+    assert all(not p.is_meta for p in model.parameters())
+    assert all(not p.is_meta for m in model.modules() for p in m._parameters.values())

@@ -328,6 +328,33 @@ def _meta_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+@contextlib.contextmanager
+def _swapped(model: nn.Module, state: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Every parameter and buffer slot replaced by its meta tensor, restored afterwards.
+
+    Slot by slot over each module object once: ``torch.func.functional_call`` swaps by name,
+    and a module registered under two names (timm's CoaT shares its ConvPosEnc) came back
+    holding meta tensors."""
+    meta_of = {}
+    for name, t in [
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    ]:
+        meta_of.setdefault(id(t), state[name])
+    saved = []
+    try:
+        for module in {id(m): m for m in model.modules()}.values():
+            for store in (module._parameters, module._buffers):
+                for key, t in store.items():
+                    if t is not None and id(t) in meta_of:
+                        saved.append((store, key, t))
+                        store[key] = meta_of[id(t)]
+        yield
+    finally:
+        for store, key, t in reversed(saved):
+            store[key] = t
+
+
 def _trace(
     model: nn.Module, example_inputs: Inputs, grad: bool, eval: bool, meta: bool
 ) -> ModelGraph:
@@ -365,9 +392,8 @@ def _trace(
         with mode, torch.set_grad_enabled(grad), rec:
             input_tids = [rec.ref(t, "input") for t in in_flat]
             if meta:
-                out = torch.func.functional_call(
-                    model, state, tuple(args), kwargs, tie_weights=False, strict=False
-                )
+                with _swapped(model, state):
+                    out = model(*args, **kwargs)
             else:
                 out = model(*args, **kwargs)
     except Exception as exc:
