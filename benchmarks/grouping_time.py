@@ -1,6 +1,7 @@
 """Trace + channel grouping time: slimtorch vs Torch-Pruning's DependencyGraph, same run.
 
-For each model, median of ``--repeats`` warm runs (after one untimed run) of slimtorch's
+For each model, median of ``--repeats`` warm runs (after one untimed run; the two tools
+interleaved run by run) of slimtorch's
 ``trace`` + ``build_groups`` (what ``prune_channels`` does before it scores channels: a
 shape-only meta trace) and of Torch-Pruning's ``DependencyGraph().build_dependency`` +
 ``get_all_groups`` (what its pruners do). Deep copies are counted alike: both columns
@@ -41,14 +42,18 @@ def torch_pruning(model: torch.nn.Module, x: torch.Tensor, copy_first: bool) -> 
     return len(list(graph.get_all_groups()))
 
 
-def median_s(fn, model, x, repeats: int, copy_first: bool) -> tuple[float, int]:
-    n = fn(model, x, copy_first)  # warm-up (and the group count)
-    times = []
+def medians_s(model, x, repeats: int, copy_first: bool) -> tuple[float, float, int, int]:
+    """Both tools, interleaved run by run (each on its own copy of the model, so neither sees
+    what the other left on it), so that drift of the machine hits both alike."""
+    mine, theirs = copy.deepcopy(model), copy.deepcopy(model)
+    na, nb = ours(mine, x, copy_first), torch_pruning(theirs, x, copy_first)  # warm-up
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn(model, x, copy_first)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), n
+        for fn, work, out in ((ours, mine, times[0]), (torch_pruning, theirs, times[1])):
+            start = time.perf_counter()
+            fn(work, x, copy_first)
+            out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1]), na, nb
 
 
 def main() -> None:
@@ -63,9 +68,7 @@ def main() -> None:
         x = torch.randn(1, 3, 224, 224)
         row = [name]
         for copy_first in (False, True):
-            # each tool gets its own copy: neither sees what the other left on a model
-            a, na = median_s(ours, copy.deepcopy(model), x, args.repeats, copy_first)
-            b, nb = median_s(torch_pruning, copy.deepcopy(model), x, args.repeats, copy_first)
+            a, b, na, nb = medians_s(model, x, args.repeats, copy_first)
             row += [f"{a:.3f}", f"{b:.3f}", f"{a / b:.2f}"]
         rows.append((*row[:1], na, nb, *row[1:]))
     headers = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -89,19 +89,30 @@ class ModuleStack:
     a trace attribute each ATen op to the module that called it.
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        self.names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+    def __init__(
+        self,
+        model: nn.Module,
+        on_pre: Callable[[nn.Module, Any, Any], None] | None = None,
+        on_post: Callable[[nn.Module, Any, Any], None] | None = None,
+    ) -> None:
+        self.named = list(model.named_modules(remove_duplicate=False))
+        self.names = {id(m): n for n, m in self.named}
         self.stack: list[tuple[str, nn.Module, Any]] = []
         self.failed: tuple[str, nn.Module, Any] | None = None
+        self._on_pre, self._on_post = on_pre, on_post
         self._handles: list[Any] = []
-        for m in {id(m): m for m in model.modules()}.values():
+        for m in {id(m): m for _, m in self.named}.values():
             self._handles.append(m.register_forward_pre_hook(self._pre, with_kwargs=True))
             self._handles.append(m.register_forward_hook(self._post, always_call=True))
 
     def _pre(self, module: nn.Module, args: Any, kwargs: Any) -> None:
         self.stack.append((self.names.get(id(module), "?"), module, (args, kwargs)))
+        if self._on_pre is not None:
+            self._on_pre(module, args, kwargs)
 
     def _post(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self._on_post is not None and output is not None:
+            self._on_post(module, args, output)
         if self.stack and self.stack[-1][1] is module:
             frame = self.stack.pop()
             if self.failed is None and output is None:

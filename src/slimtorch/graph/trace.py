@@ -10,7 +10,7 @@ large model nearly free.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,14 +25,14 @@ from ..errors import ForwardError
 __all__ = ["ModelGraph", "ModuleCall", "OpNode", "TensorInfo", "TensorRef", "trace"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorRef:
     """Stands for a traced tensor inside an op's recorded arguments."""
 
     tid: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorInfo:
     """One tensor value of the trace (in-place ops make a new value)."""
 
@@ -44,7 +44,7 @@ class TensorInfo:
     producer: int | None = None  # index of the op that made it
 
 
-@dataclass
+@dataclass(slots=True)
 class OpNode:
     """One recorded ATen op."""
 
@@ -157,6 +157,30 @@ def _meta_like(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
 
 
+_CONVOLUTION = torch.ops.aten.convolution.default
+
+
+def _conv_shape(
+    x: Any, w: Any, bias: Any, stride: Any, padding: Any, dilation: Any, transposed: Any, *rest: Any
+) -> torch.Tensor | None:
+    """A contiguous batched, non-transposed convolution's output, from the shape formula."""
+    groups = rest[-1] if rest else 1
+    if (
+        transposed
+        or x.dim() != w.dim()
+        or x.shape[1] != w.shape[1] * groups
+        or not (x.is_contiguous() and w.is_contiguous())
+    ):
+        return None
+    spatial = [
+        (n + 2 * p - d * (k - 1) - 1) // s + 1
+        for n, k, s, p, d in zip(x.shape[2:], w.shape[2:], stride, padding, dilation)
+    ]
+    if len(spatial) != x.dim() - 2 or min(spatial, default=1) < 1:
+        return None  # let the meta kernel raise its own error
+    return torch.empty((x.shape[0], w.shape[0], *spatial), dtype=x.dtype, device="meta")
+
+
 def _meta_shortcut(func: Any, args: tuple, kwargs: dict) -> Any:
     """The result of ``func`` on meta tensors without running its meta kernel, or None.
 
@@ -165,25 +189,48 @@ def _meta_shortcut(func: Any, args: tuple, kwargs: dict) -> Any:
     dtype, which is all a shape-only trace needs: batch norm, and pointwise ops whose tensor
     arguments all share one floating shape and dtype (in-place ones return their input).
     """
-    if func in _BATCH_NORMS:
+    kind = _KINDS.get(func)
+    if kind is None:
+        kind = _KINDS[func] = _shortcut_kind(func)
+    if kind == "":
+        return None
+    if kind == "batch_norm":
         x = args[0]
         stats = (torch.empty((x.shape[1],), dtype=x.dtype, device="meta") for _ in range(2))
         return _meta_like(x), *stats
-    if torch.Tag.pointwise not in func.tags or set(kwargs) - {"alpha"}:
+    if kind == "convolution":
+        return _conv_shape(*args)
+    if kwargs and set(kwargs) - {"alpha"}:
         return None
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     first = tensors[0] if tensors else None
     if (
         first is None
         or not first.is_floating_point()
-        or func.__name__.split(".")[0].rstrip("_") in _NOT_SAME_DTYPE
         or any(t.shape != first.shape or t.dtype != first.dtype for t in tensors[1:])
         or any(isinstance(a, list | tuple) for a in args)
     ):
         return None
-    if torch.Tag.inplace in func.tags:
+    if kind == "inplace":
         return args[0] if args[0] is first else None
     return _meta_like(first)
+
+
+_KINDS: dict[Any, str] = {}  # op overload -> its shortcut ("" for none), decided once
+
+
+def _shortcut_kind(func: Any) -> str:
+    if func in _BATCH_NORMS:
+        return "batch_norm"
+    if func is _CONVOLUTION:
+        return "convolution"
+    tags = func.tags
+    if (
+        torch.Tag.pointwise not in tags
+        or func.__name__.split(".")[0].rstrip("_") in _NOT_SAME_DTYPE
+    ):
+        return ""
+    return "inplace" if torch.Tag.inplace in tags else "pointwise"
 
 
 class _Recorder(TorchDispatchMode):
@@ -218,11 +265,13 @@ class _Recorder(TorchDispatchMode):
 
     def _record(self, x: Any, inputs: list[int]) -> Any:
         """Replaces tensors by TensorRef (ATen args nest at most one list deep)."""
-        if _is_tensor(x):
+        if isinstance(x, torch.Tensor):
             tid = self.ref(x)
             inputs.append(tid)
             return TensorRef(tid)
-        if isinstance(x, list | tuple):
+        if type(x) is list or type(x) is tuple:
+            if all(type(v) is int for v in x):  # sizes, strides, dims
+                return x
             return type(x)(self._record(v, inputs) for v in x)
         return x
 
@@ -310,40 +359,39 @@ def trace(
     return _trace(model, example_inputs, grad, eval, meta=False)
 
 
-def _meta_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer as a meta tensor; tied tensors stay one object."""
-    by_id: dict[int, torch.Tensor] = {}
-    state: dict[str, torch.Tensor] = {}
-    named = [
-        *model.named_parameters(remove_duplicate=False),
-        *model.named_buffers(remove_duplicate=False),
-    ]
-    for name, t in named:
-        if id(t) not in by_id:
-            meta_t = t.detach().to("meta")
-            by_id[id(t)] = (
-                nn.Parameter(meta_t, t.requires_grad) if isinstance(t, nn.Parameter) else meta_t
-            )
-        state[name] = by_id[id(t)]
-    return state
+def _meta_tensors(
+    named: list[tuple[str, nn.Module]],
+) -> tuple[dict[int, torch.Tensor], dict[int, tuple[str, str]]]:
+    """A meta tensor for every parameter and buffer (tied ones stay one object), by the id
+    of the real one, and the qualified name and kind of each meta tensor (the first name
+    of a tied one)."""
+    meta_of: dict[int, torch.Tensor] = {}
+    names: dict[int, tuple[str, str]] = {}
+    for prefix, module in named:
+        for kind, store in (("param", module._parameters), ("buffer", module._buffers)):
+            for key, t in store.items():
+                if t is None:
+                    continue
+                meta_t = meta_of.get(id(t))
+                if meta_t is None:
+                    meta_t = t.detach().to("meta")
+                    if isinstance(t, nn.Parameter):
+                        meta_t = nn.Parameter(meta_t, t.requires_grad)
+                    meta_of[id(t)] = meta_t
+                    names[id(meta_t)] = (f"{prefix}.{key}" if prefix else key, kind)
+    return meta_of, names
 
 
 @contextlib.contextmanager
-def _swapped(model: nn.Module, state: dict[str, torch.Tensor]) -> Iterator[None]:
+def _swapped(modules: Iterable[nn.Module], meta_of: dict[int, torch.Tensor]) -> Iterator[None]:
     """Every parameter and buffer slot replaced by its meta tensor, restored afterwards.
 
     Slot by slot over each module object once: ``torch.func.functional_call`` swaps by name,
     and a module registered under two names (timm's CoaT shares its ConvPosEnc) came back
     holding meta tensors."""
-    meta_of = {}
-    for name, t in [
-        *model.named_parameters(remove_duplicate=False),
-        *model.named_buffers(remove_duplicate=False),
-    ]:
-        meta_of.setdefault(id(t), state[name])
     saved = []
     try:
-        for module in {id(m): m for m in model.modules()}.values():
+        for module in modules:
             for store in (module._parameters, module._buffers):
                 for key, t in store.items():
                     if t is not None and id(t) in meta_of:
@@ -359,40 +407,36 @@ def _trace(
     model: nn.Module, example_inputs: Inputs, grad: bool, eval: bool, meta: bool
 ) -> ModelGraph:
     args, kwargs = split_inputs(example_inputs)
-    stack = ModuleStack(model)
-    if meta:
-        state = _meta_state(model)
-        names = {
-            id(t): (n, "param" if isinstance(t, nn.Parameter) else "buffer")
-            for n, t in reversed(list(state.items()))
-        }
-        args, kwargs = tree_map(lambda x: x.to("meta") if _is_tensor(x) else x, (args, kwargs))
-    else:
-        names = _param_ids(model)
-    rec = _Recorder(stack, names, meta)
-    types = {n: type(m).__name__ for n, m in model.named_modules(remove_duplicate=False)}
+    calls: dict[str, ModuleCall] = {}
+    rec: _Recorder
 
     def pre(module: nn.Module, a: Any, k: Any) -> None:
         name = stack.names.get(id(module), "?")
-        if name not in rec.calls:
-            rec.calls[name] = ModuleCall(name, type(module).__name__, _shapes((a, k)), None)
+        if name not in calls:
+            calls[name] = ModuleCall(name, type(module).__name__, _shapes((a, k)), None)
 
     def post(module: nn.Module, a: Any, out: Any) -> None:
-        call = rec.calls.get(stack.names.get(id(module), "?"))
+        call = calls.get(stack.names.get(id(module), "?"))
         if call is not None and call.out_shapes is None:
             call.out_shapes = _shapes(out)
 
-    handles = []
-    for m in {id(m): m for m in model.modules()}.values():
-        handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
-        handles.append(m.register_forward_hook(post))
+    stack = ModuleStack(model, pre, post)
+    modules = list({id(m): m for _, m in stack.named}.values())
+    if meta:
+        meta_of, names = _meta_tensors(stack.named)
+        args, kwargs = tree_map(lambda x: x.to("meta") if _is_tensor(x) else x, (args, kwargs))
+    else:
+        meta_of, names = {}, _param_ids(model)
+    rec = _Recorder(stack, names, meta)
+    rec.calls = calls
+    types = {n: type(m).__name__ for n, m in stack.named}
     in_flat = [t for t in tree_flatten((args, kwargs))[0] if _is_tensor(t)]
     try:
         mode = eval_mode(model) if eval else contextlib.nullcontext()
         with mode, torch.set_grad_enabled(grad), rec:
             input_tids = [rec.ref(t, "input") for t in in_flat]
             if meta:
-                with _swapped(model, state):
+                with _swapped(modules, meta_of):
                     out = model(*args, **kwargs)
             else:
                 out = model(*args, **kwargs)
@@ -400,8 +444,6 @@ def _trace(
         raise forward_error(model, stack, exc) from exc
     finally:
         stack.close()
-        for h in handles:
-            h.remove()
     output_tids = [rec.tid_of[id(t)] for t in tree_flatten(out)[0] if _is_tensor(t)]
     for node in rec.nodes:
         call = rec.calls.get(node.module)
