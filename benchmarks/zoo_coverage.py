@@ -277,12 +277,12 @@ def main() -> None:
         row = run_model(source, name, args.timeout_s)
         rows.append(row)
         status = ", ".join(
-            f"{t} " + ("ok" if row[t]["ok"] else row[t]["error"]) for t in ("ours", "tp")
+            f"{t} " + (f"ok {row[t]['macs_ratio']:.3f}" if row[t]["ok"] else row[t]["error"])
+            for t in ("ours", "tp")
         )
         _say(f"{source}:{name}: {status}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        if args.json:  # after every row: a sweep cut short keeps what it measured
+            Path(args.json).write_text(json.dumps(rows, indent=1))
     headers = ("source", "model", "ours", "ours MACs", "ours params", "ours s")
     headers += ("TP", "TP MACs", "TP s")
     ours_keys, tp_keys = ("macs_ratio", "params_ratio", "seconds"), ("macs_ratio", "seconds")
