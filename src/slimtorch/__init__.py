@@ -14,6 +14,7 @@ from .convert import (
     register_conversion,
 )
 from .edit import register_surgery
+from .edit.refit import CompensationReport, compensate_
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -86,6 +87,7 @@ __all__ = [
     "zeroed_channels",
     "CheckpointError",
     "Comparison",
+    "CompensationReport",
     "ConfigError",
     "ConvertError",
     "FormatError",
@@ -107,6 +109,7 @@ __all__ = [
     "analyze",
     "benchmark",
     "compare",
+    "compensate_",
     "finetune",
     "load",
     "load_model",

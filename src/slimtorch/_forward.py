@@ -221,3 +221,38 @@ def copy_model(model: nn.Module, memo: dict[int, Any] | None = None) -> nn.Modul
     for key, t in found.items():
         memo.setdefault(key, t.detach().clone())
     return copy.deepcopy(model, memo)
+
+
+def calibration_batches(data: Any, what: str, limit: int | None = None) -> list[Inputs]:
+    """``data`` as a list of model inputs, each given as ``example_inputs`` are (a tensor, a
+    tuple of positional inputs or a dict of keyword inputs), at most ``limit`` of them.
+
+    A single tensor or dict is one batch. Raises ``InputError`` naming ``what`` needs it.
+    """
+    if data is None:
+        raise InputError(
+            f"{what} needs calibration data: pass data=[batch, ...], each batch as you would "
+            "pass example_inputs (e.g. a few (32, 3, 224, 224) tensors from your training "
+            "set; for a DataLoader of (x, y) pairs: data=[x for x, _ in loader])."
+        )
+    if isinstance(data, torch.Tensor | Mapping):
+        batches: list[Inputs] = [data]
+    else:
+        try:
+            batches = []
+            for batch in data:
+                batches.append(batch)
+                if limit is not None and len(batches) >= limit:
+                    break
+        except TypeError as exc:
+            raise InputError(
+                f"data for {what} must be a list of batches; got {type(data).__name__}"
+            ) from exc
+    if not batches:
+        raise InputError(f"data for {what} holds no batches; give at least one.")
+    for i, batch in enumerate(batches):
+        try:
+            split_inputs(batch)
+        except InputError as exc:
+            raise InputError(f"batch {i} of data for {what}: {exc}") from None
+    return batches

@@ -9,6 +9,8 @@ whatever a user did (prune channels, convert layers, sparsify, remove blocks) sa
 - ``attach_mask_`` / ``remove_masks_``: weight masks (values only, nothing to replay);
 - ``sparsify_module_``: a dense layer replaced by its CSR twin;
 - ``fold_parametrizations_``: weight_norm and other parametrizations folded into plain weights;
+- ``compensate_``: refit the layers whose inputs were pruned, from calibration data (values
+  only, nothing to replay);
 - ``replay_``: apply a recorded log to a freshly built model (``.slim`` loading).
 """
 

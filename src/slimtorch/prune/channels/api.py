@@ -18,6 +18,7 @@ from torch import nn
 
 from ..._forward import (
     Inputs,
+    calibration_batches,
     check_model,
     copy_model,
     eval_mode,
@@ -27,10 +28,12 @@ from ..._forward import (
 from ..._validate import check_finite, name_list
 from ...edit.fold import fold_parametrizations_
 from ...edit.masks import masked_params
+from ...edit.refit import CompensationReport, compensate_
 from ...errors import PruneError
 from ...graph.groups import ChannelGroup, build_groups
 from ...graph.trace import ModelGraph, trace
 from ...io.spec import remember_origin
+from ...measure.activations import input_moments
 from ...measure.analyze import count_macs
 from ...report.table import format_table, human
 from .fallback import Pruner
@@ -56,6 +59,7 @@ class PruneResult:
             reasons, and the edit that ``.slim`` files replay.
         warnings: what was not pruned and why (ops without rules, frozen groups, ...).
         before / after: params and MACs.
+        compensation: with ``compensate=True``, the refit layers and their output errors.
     """
 
     model: nn.Module
@@ -63,6 +67,7 @@ class PruneResult:
     warnings: list[str] = field(default_factory=list)
     before: dict[str, int] = field(default_factory=dict)
     after: dict[str, int] = field(default_factory=dict)
+    compensation: CompensationReport | None = None
 
     def summary(self) -> str:
         rows = [
@@ -118,6 +123,18 @@ def _taylor_grads(
     return {n: p.grad for n, p in work.named_parameters() if p.grad is not None}
 
 
+_DATA_IMPORTANCES = ("activation", "activation_rms")
+
+
+def _column_stats(model: nn.Module, batches: list[Any], importance: str) -> dict[str, torch.Tensor]:
+    """Per weight name, the input-channel statistic that ``importance`` weights columns by."""
+    moments = input_moments(model, batches)
+    return {
+        f"{name}.weight": m.var if importance == "activation" else m.mean_sq
+        for name, m in moments.items()
+    }
+
+
 def prune_channels(
     model: nn.Module,
     example_inputs: Inputs,
@@ -132,6 +149,8 @@ def prune_channels(
     factor: str = "outer",
     batch: Any = None,
     loss_fn: Callable | None = None,
+    data: Any = None,
+    compensate: bool = False,
 ) -> PruneResult:
     """Removes channels from every coupled layer and returns a smaller plain model.
 
@@ -145,9 +164,11 @@ def prune_channels(
         example_inputs: inputs for one traced forward pass, e.g. ``torch.randn(1, 3, 224, 224)``.
         ratio: fraction of channels to remove, in [0, 1).
         target_macs: MACs to reach instead of ``ratio`` (solved for).
-        importance: ``l1`` | ``l2`` | ``bn_scale`` | ``taylor`` | ``fpgm`` | ``random``, or
-            ``zeroed``: remove exactly the channels whose producing filters are all zero (the
-            end of structured weight pruning with ``pattern="rows"``; ``ratio`` is ignored).
+        importance: ``l1`` | ``l2`` | ``bn_scale`` | ``taylor`` | ``fpgm`` | ``random``,
+            ``activation`` / ``activation_rms`` (weights weighted by input-channel variance /
+            mean square on ``data``: FLAP / Wanda), or ``zeroed``: remove exactly the
+            channels whose producing filters are all zero (the end of structured weight
+            pruning with ``pattern="rows"``; ``ratio`` is ignored).
         scope: ``local`` (same ratio per group) or ``global`` (rank across groups).
         ratios: per-module overrides, ``{"layer4.0.conv1": 0.7}``.
         ignore: module names whose output channels are kept.
@@ -157,6 +178,12 @@ def prune_channels(
             ``"outer"`` removes whole heads or groups, ``"inner"`` shrinks each alike.
         batch: ``(inputs, targets)`` for ``taylor``.
         loss_fn: ``loss(output, targets)`` for ``taylor``.
+        data: calibration batches (each given as ``example_inputs`` are; a few from the
+            training set) for ``importance="activation"`` / ``"activation_rms"`` and for
+            ``compensate``.
+        compensate: after pruning, refit each dense layer whose inputs shrank by ridge least
+            squares on ``data`` (``slimtorch.compensate_``); ``result.compensation`` reports
+            each layer's output error before and after.
 
     Returns:
         A ``PruneResult`` (``.model``, ``.plan``, ``.warnings``, ``.before``, ``.after``).
@@ -176,6 +203,12 @@ def prune_channels(
         ignore=name_list("ignore", ignore),
         round_to=round_to,
         factor=factor,
+        compensate=compensate,
+    )
+    batches = (
+        calibration_batches(data, f"importance={opts.importance!r}/compensate=True")
+        if opts.importance in _DATA_IMPORTANCES or opts.compensate
+        else None
     )
     warnings: list[str] = []
     work = _working_copy(model, opts, warnings)
@@ -190,7 +223,12 @@ def prune_channels(
     warnings.extend(f"kept channels of '{m}': {why}" for m, why in sorted(gset.frozen.items()))
     ignored = set(opts.ignore)
     groups = [g for g in gset.groups if not ignored.intersection(g.modules)]
-    grads = _taylor_grads(work, batch, loss_fn) if opts.importance == "taylor" else {}
+    if opts.importance == "taylor":
+        grads = _taylor_grads(work, batch, loss_fn)
+    elif opts.importance in _DATA_IMPORTANCES:
+        grads = _column_stats(work, batches, opts.importance)
+    else:
+        grads = {}
     score = importance_fn(opts.importance)
     params = _params(work)
     scores = {g.atom: score(g, params, grads) for g in groups}
@@ -200,6 +238,7 @@ def prune_channels(
     pruned, after, groups, keep, r, edit = pruner.run(groups, warnings)
     if edit.get("config") and not meta:
         warnings.extend(_config_rebuild_differs(pruned, example_inputs))
+    compensation = compensate_(pruned, work, batches) if opts.compensate else None
     plan = {
         "ratio": r,
         "importance": opts.importance,
@@ -222,6 +261,7 @@ def prune_channels(
     return PruneResult(
         model=pruned,
         plan=plan,
+        compensation=compensation,
         warnings=warnings,
         before={
             "params": sum(p.numel() for n, p in model.named_parameters() if n in used),

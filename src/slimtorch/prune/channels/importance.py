@@ -113,3 +113,37 @@ def zeroed(group: ChannelGroup, params: Params, grads: Params) -> torch.Tensor:
         if "produce" in m.roles:
             scores += (member_rows(params[m.param], m) != 0).sum(1).double()
     return scores
+
+
+def _column_weighted(group: ChannelGroup, params: Params, stats: Params) -> torch.Tensor:
+    """Sum over the layers that read the group of ``||W[:, c]||^2 * stat[c]`` per channel
+    ``c``: what removing the channel costs each consumer's output, for an input statistic
+    ``stat`` (variance: the cost after the mean is compensated; mean square: before)."""
+    scores = torch.zeros(group.size, dtype=torch.float64)
+    found = False
+    for m in group.members:
+        stat = stats.get(m.param)
+        w = params[m.param]
+        if stat is None or m.dim != 1 or w.dim() < 2 or stat.numel() != w.shape[1]:
+            continue
+        weighted = w.detach().double().square() * stat.view(1, -1, *[1] * (w.dim() - 2))
+        scores += member_rows(weighted, m).sum(1)
+        found = True
+    return scores if found else _norm_sum(group, params, 2).square()
+
+
+@register_importance("activation")
+def activation(group: ChannelGroup, params: Params, stats: Params) -> torch.Tensor:
+    """Variance of each input channel on calibration data times the squared norm of the
+    weights that read it, summed over consumers (FLAP, An et al. 2024): the output error left
+    when the channel is removed and its mean is compensated (``compensate=True``). Needs
+    ``data=``; groups no dense layer reads fall back to L2 squared."""
+    return _column_weighted(group, params, stats)
+
+
+@register_importance("activation_rms")
+def activation_rms(group: ChannelGroup, params: Params, stats: Params) -> torch.Tensor:
+    """Mean square of each input channel times the squared norm of the weights that read it
+    (Wanda's ``|W| * ||x||`` per channel, squared): the error of removing a channel without
+    compensation. Needs ``data=``."""
+    return _column_weighted(group, params, stats)

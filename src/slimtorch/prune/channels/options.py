@@ -50,6 +50,7 @@ class ChannelOptions(Options):
             channels per group), ``"outer"`` removes whole heads or groups, ``"inner"``
             shrinks every head or group alike (head_dim, channels per group) and keeps
             their number.
+        compensate: refit the layers whose inputs shrank from calibration data.
     """
 
     ratio: float | None = 0.5
@@ -61,6 +62,7 @@ class ChannelOptions(Options):
     round_to: int | str | None = "auto"
     max_ratio: float = 0.9
     factor: str = "outer"
+    compensate: bool = False
 
     def __post_init__(self) -> None:
         from .importance import IMPORTANCES
@@ -90,6 +92,8 @@ class ChannelOptions(Options):
                 f"factor={self.factor!r} is invalid; use 'outer' (whole heads or groups) or "
                 "'inner' (head_dim, channels per group)."
             )
+        if not isinstance(self.compensate, bool):
+            raise ConfigError(f"compensate={self.compensate!r} must be True or False.")
         if not 0 < self.max_ratio < 1:
             raise ConfigError(f"max_ratio={self.max_ratio!r} must be in (0, 1).")
 
