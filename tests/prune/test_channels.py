@@ -349,3 +349,46 @@ def test_target_macs_keeps_the_groups_that_break_the_deepest_cut():
     assert r.after["macs"] <= macs * 0.4
     assert any("'a'" in w and "does not accept them pruned" in w for w in r.warnings)
     check_pruned(model, r, x)
+
+
+def _small_cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+        nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10),
+    ).eval()  # fmt: skip
+
+
+def test_speedup_target_is_solved_by_timing_and_recorded():
+    x = torch.randn(1, 3, 48, 48)
+    r = st.prune_channels(_small_cnn(), x, speedup=2.0, threads=1)
+    lat = r.plan["latency"]
+    assert lat["threads"] == 1 and lat["target_ms"] == pytest.approx(lat["original_ms"] / 2)
+    # each bisection step is a pruned model timed against the original; the chosen ratio is
+    # one of them, and it meets the target
+    chosen = [s for s in lat["steps"] if s["ratio"] == r.plan["ratio"]]
+    assert 0 < r.plan["ratio"] <= 0.95 and len(lat["steps"]) >= 3
+    assert chosen and chosen[0]["ms"] <= lat["target_ms"]
+    assert r.after["macs"] < 0.8 * r.before["macs"]
+    assert r.plan["options"]["speedup"] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"speedup": 2.0, "target_macs": 10}, "one target"),
+        ({"speedup": 0.5}, "speedup=0.5 is invalid"),
+        ({"target_latency_ms": -1.0}, "target_latency_ms=-1.0 is invalid"),
+        ({"speedup": 2.0, "threads": 0}, "threads"),
+    ],
+)
+def test_bad_latency_targets_are_named(kwargs, words):
+    with pytest.raises(st.ConfigError, match=words):
+        st.prune_channels(_small_cnn(), torch.randn(1, 3, 16, 16), **kwargs)
+
+
+def test_unreachable_latency_target_says_what_the_model_takes():
+    with pytest.raises(st.PruneError, match=r"cannot be reached on this CPU at 1 thread.*ms"):
+        st.prune_channels(_small_cnn(), torch.randn(1, 3, 16, 16), target_latency_ms=1e-6)

@@ -37,6 +37,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         x,
         ratio=None if args.target_macs else args.ratio,
         target_macs=args.target_macs,
+        target_latency_ms=args.target_latency_ms,
+        speedup=args.speedup,
+        threads=(args.threads or [1])[0],
         importance=args.importance,
         scope=args.scope,
         ratios=args.ratios or {},
@@ -84,6 +87,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="torchvision:NAME, timm:NAME, file.slim or pkg.module:factory")
     p.add_argument("--ratio", type=float, default=0.5, help="fraction of channels to remove")
     p.add_argument("--target-macs", type=int, help="prune until MACs reach this instead")
+    p.add_argument(
+        "--target-latency-ms",
+        type=float,
+        help="prune until one forward, timed on this CPU at the first --threads, takes this",
+    )
+    p.add_argument("--speedup", type=float, help="prune until this many times faster, timed")
     p.add_argument("--importance", default="l1", choices=sorted(IMPORTANCES))
     p.add_argument("--scope", default="local", choices=["local", "global"])
     p.add_argument("--ratios", type=_ratio_map, help="per-module ratios: NAME=R,NAME=R")

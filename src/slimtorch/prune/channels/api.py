@@ -40,6 +40,7 @@ from .fallback import Pruner
 from .importance import importance_fn
 from .options import ChannelOptions, check_module_names
 from .plan import group_rows
+from .solve import measured_ms
 from .twins import swap_twins_
 
 __all__ = ["PruneResult", "prune_channels"]
@@ -141,6 +142,9 @@ def prune_channels(
     ratio: float | None = 0.5,
     *,
     target_macs: int | None = None,
+    target_latency_ms: float | None = None,
+    speedup: float | None = None,
+    threads: int = 1,
     importance: str = "l1",
     scope: str = "local",
     ratios: Mapping[str, float] | None = None,
@@ -164,6 +168,11 @@ def prune_channels(
         example_inputs: inputs for one traced forward pass, e.g. ``torch.randn(1, 3, 224, 224)``.
         ratio: fraction of channels to remove, in [0, 1).
         target_macs: MACs to reach instead of ``ratio`` (solved for).
+        target_latency_ms: latency of one forward on ``example_inputs`` to reach instead,
+            measured on this CPU at ``threads`` (bisection on the ratio, each candidate timed
+            against the original in interleaved runs); ``plan["latency"]`` has the timings.
+        speedup: how many times faster than the original, measured the same way.
+        threads: intra-op threads of those timings (1: a single-core low-power device).
         importance: ``l1`` | ``l2`` | ``bn_scale`` | ``taylor`` | ``fpgm`` | ``random``,
             ``activation`` / ``activation_rms`` (weights weighted by input-channel variance /
             mean square on ``data``: FLAP / Wanda), or ``zeroed``: remove exactly the
@@ -197,6 +206,9 @@ def prune_channels(
     opts = ChannelOptions(
         ratio=ratio,
         target_macs=target_macs,
+        target_latency_ms=target_latency_ms,
+        speedup=speedup,
+        threads=threads,
         importance=importance,
         scope=scope,
         ratios=dict(ratios or {}),
@@ -239,6 +251,7 @@ def prune_channels(
     if edit.get("config") and not meta:
         warnings.extend(_config_rebuild_differs(pruned, example_inputs))
     compensation = compensate_(pruned, work, batches) if opts.compensate else None
+    latency = _latency_record(pruned, work, example_inputs, opts, pruner.latency_log, warnings)
     plan = {
         "ratio": r,
         "importance": opts.importance,
@@ -249,6 +262,8 @@ def prune_channels(
         "swapped": swapped,
         "edit": edit,
     }
+    if latency:
+        plan["latency"] = latency
     used = graph.used_params
     before_macs = sum(count_macs(graph).values())
     if opts.target_macs is not None and before_macs <= opts.target_macs:
@@ -274,6 +289,34 @@ def prune_channels(
             "macs": sum(count_macs(after).values()),
         },
     )
+
+
+def _latency_record(
+    pruned: nn.Module,
+    work: nn.Module,
+    example_inputs: Inputs,
+    opts: ChannelOptions,
+    log: list[dict[str, float]],
+    warnings: list[str],
+) -> dict[str, Any]:
+    """For a latency target: the solve's timings and a final check of the returned model."""
+    if not log:
+        return {}
+    base, target = log[0]["ms"], log[0]["target_ms"]
+    final = measured_ms(pruned, work, example_inputs, opts.threads, base)
+    if final > 1.05 * target:
+        warnings.append(
+            f"the pruned model measures {final:.2f} ms against the target {target:.2f} ms "
+            f"(the original: {base:.2f} ms) at {opts.threads} thread(s): timings vary on a "
+            "busy machine; measure again on a quiet one, or ask for a lower target"
+        )
+    return {
+        "threads": opts.threads,
+        "original_ms": base,
+        "target_ms": target,
+        "measured_ms": final,
+        "steps": log[1:],
+    }
 
 
 def _working_copy(model: nn.Module, opts: ChannelOptions, warnings: list[str]) -> nn.Module:

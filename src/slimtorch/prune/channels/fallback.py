@@ -32,7 +32,7 @@ from ...graph.groups import ChannelGroup, GroupSet
 from ...graph.trace import ModelGraph, trace
 from .options import ChannelOptions
 from .plan import consumer_positions, conv_groups, plan_groups, tensor_plan
-from .solve import DeepCutFails, solve_ratio
+from .solve import DeepCutFails, solve_latency, solve_ratio
 
 __all__ = ["Pruner", "find_culprits"]
 
@@ -97,6 +97,7 @@ class Pruner:
         self.opts, self.group_ratio, self.meta = opts, group_ratio, meta
         self.groups: list[ChannelGroup] = []
         self._expected: Any = None
+        self.latency_log: list[dict[str, float]] = []  # a latency solve's timings
 
     # -- one plan ---------------------------------------------------------------------------
     def attempt(self, excluded: frozenset[int], ratio: float | None = None) -> Attempt:
@@ -105,6 +106,12 @@ class Pruner:
         active = [g for g in self.groups if g.atom not in excluded]
         if ratio is not None:
             r = ratio
+        elif self.opts.target_latency_ms is not None or self.opts.speedup is not None:
+            self.latency_log.clear()
+            r = solve_latency(
+                functools.partial(self._runnable_at, active), self.work, self.x, self.opts,
+                self.latency_log,
+            )  # fmt: skip
         elif self.opts.target_macs is not None:
             try:
                 r = solve_ratio(
@@ -124,6 +131,19 @@ class Pruner:
             why={"by": "prune_channels", "options": self.opts.to_dict()},
         )
         return Attempt(pruned, edit, config_warnings, active, keep, r, self._check_runs(pruned))
+
+    def _runnable_at(self, active: list[ChannelGroup], ratio: float) -> nn.Module | None:
+        """The model pruned at ``ratio`` if it runs (a latency solve times it), else None."""
+        keep = plan_groups(active, self.scores, ratio, self.opts, self.group_ratio)
+        model = copy_model(self.work)
+        slice_channels_(model, tensor_plan(self.gset, keep), conv_groups(self.gset, keep),
+                        record=False)  # fmt: skip
+        try:
+            with eval_mode(model), torch.no_grad():
+                run_forward(model, self.x)
+        except ForwardError:
+            return None
+        return model
 
     def _check_runs(self, model: nn.Module) -> ModelGraph | ForwardError:
         """The pruned model's graph, or the failure of its forward."""

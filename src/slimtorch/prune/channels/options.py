@@ -38,6 +38,12 @@ class ChannelOptions(Options):
         ratio: fraction of each group's channels to remove (``scope="local"``) or of all
             prunable channels (``"global"``), in [0, 1).
         target_macs: instead of a ratio, the MACs to reach (the ratio is solved for).
+        target_latency_ms: instead of a ratio, the latency of one forward on the example
+            inputs to reach, measured on this CPU at ``threads`` (the ratio is solved for).
+        speedup: instead of a ratio, how many times faster than the original to get,
+            measured the same way.
+        threads: intra-op threads for ``target_latency_ms`` / ``speedup`` timings (1 stands
+            for a single-core low-power device).
         importance: ``l1``, ``l2``, ``bn_scale``, ``taylor``, ``fpgm`` or ``random``.
         ratios: per-module ratios by module name, overriding ``ratio`` for the groups those
             modules produce.
@@ -55,6 +61,9 @@ class ChannelOptions(Options):
 
     ratio: float | None = 0.5
     target_macs: int | None = None
+    target_latency_ms: float | None = None
+    speedup: float | None = None
+    threads: int = 1
     importance: str = "l1"
     scope: str = "local"
     ratios: Mapping[str, float] = field(default_factory=dict)
@@ -67,9 +76,29 @@ class ChannelOptions(Options):
     def __post_init__(self) -> None:
         from .importance import IMPORTANCES
 
-        if self.target_macs is None:
+        targets = [
+            n
+            for n in ("target_macs", "target_latency_ms", "speedup")
+            if getattr(self, n) is not None
+        ]
+        if len(targets) > 1:
+            raise ConfigError(f"give one target, not {' and '.join(targets)}.")
+        for name in ("target_latency_ms", "speedup"):
+            value = getattr(self, name)
+            low = 1.0 if name == "speedup" else 0.0
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not value > low
+            ):
+                raise ConfigError(
+                    f"{name}={value!r} is invalid; give a number > {low:g} "
+                    f"(e.g. {'2.0' if name == 'speedup' else '8.5'})."
+                )
+        check_int("threads", self.threads, hint="1 stands for a single-core device")
+        if not targets:
             _check_ratio("ratio", self.ratio)
-        elif not isinstance(self.target_macs, int) or self.target_macs <= 0:
+        elif self.target_macs is not None and (
+            not isinstance(self.target_macs, int) or self.target_macs <= 0
+        ):
             raise ConfigError(
                 f"target_macs={self.target_macs!r} is invalid; give a positive integer such as "
                 "int(report.macs * 0.5)."

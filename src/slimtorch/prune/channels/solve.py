@@ -1,24 +1,28 @@
-"""Solving for a target: the pruning ratio that brings a model to ``target_macs``."""
+"""Solving for a target: the pruning ratio that brings a model to ``target_macs``, or to a
+latency measured on this CPU (``target_latency_ms``, ``speedup``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import statistics
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from ..._forward import Inputs, copy_model
+from ..._forward import Inputs, copy_model, eval_mode, split_inputs
 from ...edit.channels import slice_channels_
 from ...errors import ForwardError, PruneError
 from ...graph.groups import ChannelGroup, GroupSet
 from ...graph.trace import trace
 from ...measure.analyze import count_macs
+from ...measure.latency import fixed_threads
+from ...measure.timing import interleaved_times
 from .options import ChannelOptions
 from .plan import conv_groups, plan_groups, tensor_plan
 
-__all__ = ["DeepCutFails", "solve_ratio"]
+__all__ = ["DeepCutFails", "measured_ms", "solve_latency", "solve_ratio"]
 
 
 def meta_copy(model: nn.Module) -> nn.Module:
@@ -114,3 +118,68 @@ def solve_ratio(
         else:
             lo = mid
     return hi
+
+
+def measured_ms(
+    candidate: nn.Module, reference: nn.Module, example_inputs: Inputs, threads: int, base_ms: float
+) -> float:
+    """The candidate's latency in ms: its median time over the reference's, both timed in
+    interleaved runs (so the machine's drift cancels), times the reference's ``base_ms``."""
+    runs = [_runner(m, example_inputs) for m in (candidate, reference)]
+    with eval_mode(candidate), eval_mode(reference), torch.inference_mode(), fixed_threads(threads):
+        a, b = interleaved_times(runs, warmup=2, rounds=9, min_rounds=5, budget_s=3.0)
+    return statistics.median(a) / statistics.median(b) * base_ms
+
+
+def solve_latency(
+    prune_at: Callable[[float], nn.Module | None],
+    reference: nn.Module,
+    example_inputs: Inputs,
+    opts: ChannelOptions,
+    log: list[dict[str, float]],
+) -> float:
+    """Bisection on the ratio until the pruned model, timed on this CPU, meets the latency
+    target (``target_latency_ms``, or the reference's latency over ``speedup``)."""
+    threads = int(opts.threads)
+    with eval_mode(reference), torch.inference_mode(), fixed_threads(threads):
+        (times,) = interleaved_times([_runner(reference, example_inputs)], warmup=3, rounds=15)
+    base = statistics.median(times) * 1e3
+    target = opts.target_latency_ms if opts.speedup is None else base / opts.speedup
+    log.append({"ratio": 0.0, "ms": base, "target_ms": target})
+    if base <= target:
+        return 0.0
+
+    def ms_at(r: float) -> float | None:
+        model = prune_at(r)
+        if model is None:
+            return None
+        ms = measured_ms(model, reference, example_inputs, threads, base)
+        log.append({"ratio": r, "ms": ms})
+        return ms
+
+    hi = 0.95 if opts.scope == "local" else opts.max_ratio
+    lowest = ms_at(hi)
+    if lowest is None or lowest > target:
+        at = f"{lowest:.2f} ms" if lowest is not None else "a model that does not run"
+        raise PruneError(
+            f"{'speedup=' + format(opts.speedup, 'g') if opts.speedup else 'target_latency_ms='}"
+            f"{'' if opts.speedup else format(target, 'g')} cannot be reached on this CPU at "
+            f"{threads} thread(s): the model takes {base:.2f} ms, and pruning {hi:.0%} of every "
+            f"prunable group still gives {at} (target {target:.2f} ms). What is left is in "
+            "layers that channel pruning keeps (inputs, outputs, frozen groups): raise the "
+            "target, or remove layers with prune_layers."
+        )
+    lo = 0.0
+    for _ in range(7):
+        mid = (lo + hi) / 2
+        ms = ms_at(mid)
+        if ms is not None and ms <= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _runner(model: nn.Module, example_inputs: Inputs) -> Callable[[], Any]:
+    args, kwargs = split_inputs(example_inputs)
+    return lambda: model(*args, **kwargs)
