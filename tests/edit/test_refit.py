@@ -144,3 +144,31 @@ def test_bad_refit_options_are_named():
         compensate_(pruned, model, data, layers=["nope"])
     with pytest.raises(st.ConfigError, match="'pruned', 'all'"):
         compensate_(pruned, model, data, layers="some")
+
+
+class _Tied(nn.Module):
+    """An embedding tied to the output layer, around a residual MLP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(50, 16)
+        self.up, self.down = nn.Linear(16, 32), nn.Linear(32, 16)
+        self.head = nn.Linear(16, 50, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.emb(ids)
+        return self.head(h + self.down(torch.relu(self.up(h))))
+
+
+def test_tied_weights_are_not_refit():
+    model = _Tied().eval()
+    g = torch.Generator().manual_seed(0)
+    data = [torch.randint(0, 50, (4, 12), generator=g) for _ in range(3)]
+    r = st.prune_channels(model, data[0], 0.5, data=data, compensate=True)
+    assert r.model.head.weight is r.model.emb.weight
+    assert "tied" in r.compensation.skipped["head"]
+    assert "down" in {row["layer"] for row in r.compensation.rows}
+    with torch.no_grad():
+        assert r.model(data[0]).shape == (4, 12, 50)

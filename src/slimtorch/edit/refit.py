@@ -106,10 +106,17 @@ def _run_until(model: nn.Module, batch: Inputs, module: Any, want: str) -> Any:
     return got[0] if want == "in" else [got[i] for i in range(len(modules))]
 
 
+def _batched(module: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """A conv's unbatched input or output (``(C, H, W)``, ``(C, L)``) with a batch dim."""
+    spatial = 2 if isinstance(module, nn.Conv2d) else 1
+    return t.unsqueeze(0) if t.dim() == spatial + 1 else t
+
+
 def _rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """What the layer multiplies by its flattened weight, one row per output position."""
     if isinstance(module, nn.Linear):
         return x.reshape(-1, x.shape[-1])
+    x = _batched(module, x)
     if isinstance(module, nn.Conv1d):
         x = x.unsqueeze(-2)
         pad, dil, stride, k = (0, *module.padding), (1, *module.dilation), (
@@ -123,12 +130,15 @@ def _rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _outputs(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
     if isinstance(module, nn.Linear):
         return y.reshape(-1, y.shape[-1])
+    y = _batched(module, y)
     return y.reshape(y.shape[0], y.shape[1], -1).transpose(1, 2).reshape(-1, y.shape[1])
 
 
-def _why_not(module: nn.Module, ref: nn.Module | None) -> str | None:
+def _why_not(module: nn.Module, ref: nn.Module | None, shared: set[int]) -> str | None:
     if ref is None or type(ref) is not type(module):
         return "no layer of the same type and name in the reference model"
+    if id(module.weight) in shared:
+        return "its weight is tied to another layer's (refitting one would change both)"
     if isinstance(module, nn.Conv1d | nn.Conv2d):
         if module.groups != 1:
             return "a grouped conv (its inputs are pruned with its outputs)"
@@ -258,6 +268,10 @@ def compensate_(
         raise ConfigError(f"layers={layers!r} is invalid; use 'pruned', 'all' or a list of names.")
     wanted = None if isinstance(layers, str) else set(layers)
     candidates: dict[str, nn.Module] = {}
+    seen: set[int] = set()
+    shared: set[int] = set()
+    for _, p in model.named_parameters(remove_duplicate=False):
+        (shared if id(p) in seen else seen).add(id(p))
     for name, module in model.named_modules():
         if not isinstance(module, _LAYERS) or (wanted is not None and name not in wanted):
             continue
@@ -265,7 +279,7 @@ def compensate_(
         shrank = ref is None or ref.weight.shape[1:] != module.weight.shape[1:]
         if layers == "pruned" and not shrank:
             continue
-        why = _why_not(module, ref)
+        why = _why_not(module, ref, shared)
         if why is not None:
             report.skipped[name] = why
             continue

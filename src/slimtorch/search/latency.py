@@ -205,6 +205,10 @@ class LatencyModel:
     ``predict_ms(m) = table(m's layers) + rest * volume(m) / volume(reference)``, where
     ``rest`` is the reference's measured time minus its layers' table time, and ``volume``
     the layers' output elements: norms and activations scale with the activations.
+
+    Calibrate on the reference in the form the predicted models take: for pruned models,
+    ``prune_channels(model, x, 0.0).model`` (the same function, with ``nn.MultiheadAttention``
+    swapped for its twin, whose q/k/v are linears the table sees).
     """
 
     def __init__(self, table: LatencyTable, reference: nn.Module, example_inputs: Inputs) -> None:
