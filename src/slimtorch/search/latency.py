@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from .._files import atomic_write
-from .._forward import Inputs, check_threads, eval_mode, split_inputs
+from .._forward import Inputs, check_threads
 from ..graph.trace import trace
-from ..measure.latency import fixed_threads
+from ..measure.latency import benchmark, fixed_threads
 from ..measure.timing import interleaved_times
 
 __all__ = ["LatencyModel", "LatencyTable", "LayerShape", "layer_shapes", "machine_key"]
@@ -214,7 +214,9 @@ class LatencyModel:
     def __init__(self, table: LatencyTable, reference: nn.Module, example_inputs: Inputs) -> None:
         self.table, self.x = table, example_inputs
         shapes = layer_shapes(reference, example_inputs)
-        self.reference_ms = measure_ms(reference, example_inputs, table.threads)
+        self.reference_ms = benchmark(
+            reference, example_inputs, table.threads, repeats=15
+        ).median_ms
         layers = table.layers_ms(shapes)
         self.rest_ms = max(self.reference_ms - layers, 0.0)
         self.volume = max(sum(s.out_elements() for s in shapes.values()), 1)
@@ -223,11 +225,3 @@ class LatencyModel:
         shapes = layer_shapes(model, self.x)
         volume = sum(s.out_elements() for s in shapes.values())
         return self.table.layers_ms(shapes) + self.rest_ms * volume / self.volume
-
-
-def measure_ms(model: nn.Module, example_inputs: Inputs, threads: int, rounds: int = 15) -> float:
-    """Median ms of one forward, in inference mode at ``threads``."""
-    args, kwargs = split_inputs(example_inputs)
-    with eval_mode(model), torch.inference_mode(), fixed_threads(threads):
-        (times,) = interleaved_times([lambda: model(*args, **kwargs)], warmup=3, rounds=rounds)
-    return 1e3 * statistics.median(times)

@@ -11,13 +11,13 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from ..._forward import Inputs, copy_model, eval_mode, split_inputs
+from ..._forward import Inputs, copy_model, eval_mode
 from ...edit.channels import slice_channels_
 from ...errors import ForwardError, PruneError
 from ...graph.groups import ChannelGroup, GroupSet
 from ...graph.trace import trace
 from ...measure.analyze import count_macs
-from ...measure.latency import fixed_threads
+from ...measure.latency import benchmark, fixed_threads, forward_fn
 from ...measure.timing import interleaved_times
 from .options import ChannelOptions
 from .plan import conv_groups, plan_groups, tensor_plan
@@ -109,15 +109,7 @@ def solve_ratio(
         )
     if (macs_at(0.0) or 0) <= target:
         return 0.0
-    lo = 0.0
-    for _ in range(14):
-        mid = (lo + hi) / 2
-        macs = macs_at(mid)
-        if macs is not None and macs <= target:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return _bisect(macs_at, target, hi, steps=14)
 
 
 def measured_ms(
@@ -125,7 +117,7 @@ def measured_ms(
 ) -> float:
     """The candidate's latency in ms: its median time over the reference's, both timed in
     interleaved runs (so the machine's drift cancels), times the reference's ``base_ms``."""
-    runs = [_runner(m, example_inputs) for m in (candidate, reference)]
+    runs = [forward_fn(m, example_inputs) for m in (candidate, reference)]
     with eval_mode(candidate), eval_mode(reference), torch.inference_mode(), fixed_threads(threads):
         a, b = interleaved_times(runs, warmup=2, rounds=9, min_rounds=5, budget_s=3.0)
     return statistics.median(a) / statistics.median(b) * base_ms
@@ -141,9 +133,7 @@ def solve_latency(
     """Bisection on the ratio until the pruned model, timed on this CPU, meets the latency
     target (``target_latency_ms``, or the reference's latency over ``speedup``)."""
     threads = int(opts.threads)
-    with eval_mode(reference), torch.inference_mode(), fixed_threads(threads):
-        (times,) = interleaved_times([_runner(reference, example_inputs)], warmup=3, rounds=15)
-    base = statistics.median(times) * 1e3
+    base = benchmark(reference, example_inputs, threads, warmup=3, repeats=15).median_ms
     target = opts.target_latency_ms if opts.speedup is None else base / opts.speedup
     log.append({"ratio": 0.0, "ms": base, "target_ms": target})
     if base <= target:
@@ -169,17 +159,20 @@ def solve_latency(
             "layers that channel pruning keeps (inputs, outputs, frozen groups): raise the "
             "target, or remove layers with prune_layers."
         )
+    return _bisect(ms_at, target, hi, steps=7)
+
+
+def _bisect(
+    cost_at: Callable[[float], float | None], target: float, hi: float, steps: int
+) -> float:
+    """The smallest ratio in (0, ``hi``] found in ``steps`` halvings whose cost meets the
+    target (``hi`` meets it; a None cost, a model that does not run, counts as missing it)."""
     lo = 0.0
-    for _ in range(7):
+    for _ in range(steps):
         mid = (lo + hi) / 2
-        ms = ms_at(mid)
-        if ms is not None and ms <= target:
+        cost = cost_at(mid)
+        if cost is not None and cost <= target:
             hi = mid
         else:
             lo = mid
     return hi
-
-
-def _runner(model: nn.Module, example_inputs: Inputs) -> Callable[[], Any]:
-    args, kwargs = split_inputs(example_inputs)
-    return lambda: model(*args, **kwargs)
