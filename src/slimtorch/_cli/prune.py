@@ -39,6 +39,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         target_macs=args.target_macs,
         target_latency_ms=args.target_latency_ms,
         speedup=args.speedup,
+        allocation=args.allocation,
         threads=(args.threads or [1])[0],
         importance=args.importance,
         scope=args.scope,
@@ -93,6 +94,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="prune until one forward, timed on this CPU at the first --threads, takes this",
     )
     p.add_argument("--speedup", type=float, help="prune until this many times faster, timed")
+    p.add_argument(
+        "--allocation",
+        choices=("uniform", "latency"),
+        default="uniform",
+        help="for a latency target: one ratio for all groups, or cuts where they save the "
+        "most measured time per importance lost (HALP-style)",
+    )
     p.add_argument("--importance", default="l1", choices=sorted(IMPORTANCES))
     p.add_argument("--scope", default="local", choices=["local", "global"])
     p.add_argument("--ratios", type=_ratio_map, help="per-module ratios: NAME=R,NAME=R")

@@ -1,6 +1,18 @@
 """Search against latency measured on the target CPU: per-layer latency tables and a
-whole-model prediction (``latency``); allocation and policy search build on them."""
+whole-model prediction (``latency``), and the allocation of channel cuts to a latency budget
+(``allocate``); policy search builds on them."""
 
+from .allocate import LayerCurves, LayerTerms, allocate, layer_terms
 from .latency import LatencyModel, LatencyTable, LayerShape, layer_shapes, machine_key
 
-__all__ = ["LatencyModel", "LatencyTable", "LayerShape", "layer_shapes", "machine_key"]
+__all__ = [
+    "LatencyModel",
+    "LatencyTable",
+    "LayerCurves",
+    "LayerShape",
+    "LayerTerms",
+    "allocate",
+    "layer_shapes",
+    "layer_terms",
+    "machine_key",
+]

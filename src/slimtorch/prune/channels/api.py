@@ -155,6 +155,7 @@ def prune_channels(
     loss_fn: Callable | None = None,
     data: Any = None,
     compensate: bool = False,
+    allocation: str = "uniform",
 ) -> PruneResult:
     """Removes channels from every coupled layer and returns a smaller plain model.
 
@@ -173,6 +174,12 @@ def prune_channels(
             against the original in interleaved runs); ``plan["latency"]`` has the timings.
         speedup: how many times faster than the original, measured the same way.
         threads: intra-op threads of those timings (1: a single-core low-power device).
+        allocation: how a latency target spreads the cuts: ``"uniform"`` (one ratio,
+            bisected on measured time) or ``"latency"`` (HALP-style: each group is cut where
+            it loses the least importance per millisecond saved, from its layers' times
+            measured on this CPU at a grid of widths, then corrected by timing the whole
+            model; no group loses more than 75%). On the small CNNs of
+            ``benchmarks/latency_accuracy.py`` uniform kept more accuracy at equal speed.
         importance: ``l1`` | ``l2`` | ``bn_scale`` | ``taylor`` | ``fpgm`` | ``random``,
             ``activation`` / ``activation_rms`` (weights weighted by input-channel variance /
             mean square on ``data``: FLAP / Wanda), or ``zeroed``: remove exactly the
@@ -216,6 +223,7 @@ def prune_channels(
         round_to=round_to,
         factor=factor,
         compensate=compensate,
+        allocation=allocation,
     )
     batches = (
         calibration_batches(data, f"importance={opts.importance!r}/compensate=True")

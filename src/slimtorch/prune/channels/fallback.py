@@ -32,7 +32,7 @@ from ...graph.groups import ChannelGroup, GroupSet
 from ...graph.trace import ModelGraph, trace
 from .options import ChannelOptions
 from .plan import consumer_positions, conv_groups, plan_groups, tensor_plan
-from .solve import DeepCutFails, solve_latency, solve_ratio
+from .solve import DeepCutFails, solve_allocation, solve_latency, solve_ratio
 
 __all__ = ["Pruner", "find_culprits"]
 
@@ -104,13 +104,28 @@ class Pruner:
         """The plan without the ``excluded`` groups at ``ratio`` (by default the option's, or
         the one solved for ``target_macs``; the deepest cut where that one does not run)."""
         active = [g for g in self.groups if g.atom not in excluded]
+        group_ratio = self.group_ratio
+        latency = self.opts.target_latency_ms is not None or self.opts.speedup is not None
         if ratio is not None:
             r = ratio
-        elif self.opts.target_latency_ms is not None or self.opts.speedup is not None:
+        elif latency and self.opts.allocation == "latency":
+            self.latency_log.clear()
+            free = [g for g in active if g.atom not in self.group_ratio]
+            fixed = self.group_ratio  # the user's per-module ratios stay as given
+
+            def prune_with(ratios: dict[int, float]) -> nn.Module | None:
+                return self._runnable_at(active, 0.0, {**fixed, **ratios})
+
+            group_ratio = {**fixed, **solve_allocation(
+                prune_with, self.work, self.x, free, self.scores, self.opts, self.latency_log
+            )}  # fmt: skip
+            sizes = sum(g.size for g in active) or 1
+            r = sum(group_ratio.get(g.atom, 0.0) * g.size for g in active) / sizes
+        elif latency:
             self.latency_log.clear()
             r = solve_latency(
-                functools.partial(self._runnable_at, active), self.work, self.x, self.opts,
-                self.latency_log,
+                functools.partial(self._runnable_at, active, group_ratio=self.group_ratio),
+                self.work, self.x, self.opts, self.latency_log,
             )  # fmt: skip
         elif self.opts.target_macs is not None:
             try:
@@ -121,7 +136,7 @@ class Pruner:
                 r = deep.ratio
         else:
             r = float(self.opts.ratio)
-        keep = plan_groups(active, self.scores, r, self.opts, self.group_ratio)
+        keep = plan_groups(active, self.scores, r, self.opts, group_ratio)
         pruned = copy_model(self.work)
         edit, config_warnings = slice_channels_(
             pruned,
@@ -132,9 +147,12 @@ class Pruner:
         )
         return Attempt(pruned, edit, config_warnings, active, keep, r, self._check_runs(pruned))
 
-    def _runnable_at(self, active: list[ChannelGroup], ratio: float) -> nn.Module | None:
-        """The model pruned at ``ratio`` if it runs (a latency solve times it), else None."""
-        keep = plan_groups(active, self.scores, ratio, self.opts, self.group_ratio)
+    def _runnable_at(
+        self, active: list[ChannelGroup], ratio: float, group_ratio: Mapping[int, float]
+    ) -> nn.Module | None:
+        """The model pruned at ``ratio`` (``group_ratio`` where given) if it runs (a latency
+        solve times it), else None."""
+        keep = plan_groups(active, self.scores, ratio, self.opts, group_ratio)
         model = copy_model(self.work)
         slice_channels_(model, tensor_plan(self.gset, keep), conv_groups(self.gset, keep),
                         record=False)  # fmt: skip

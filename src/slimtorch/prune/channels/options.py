@@ -26,6 +26,7 @@ def simd_channels() -> int:
     return 16 if "AVX512" in cap else 8 if "AVX2" in cap else 4
 
 
+ALLOCATIONS = ("latency", "uniform")
 SCOPES = ("local", "global")
 FACTORS = ("outer", "inner")
 
@@ -57,6 +58,10 @@ class ChannelOptions(Options):
             shrinks every head or group alike (head_dim, channels per group) and keeps
             their number.
         compensate: refit the layers whose inputs shrank from calibration data.
+        allocation: for a latency target, how the cuts are spread: ``"uniform"`` (one
+            ratio for all, bisected on measured time) or ``"latency"`` (each group cut where
+            it costs the least importance per millisecond saved, from layer times measured
+            on this CPU: HALP-style).
     """
 
     ratio: float | None = 0.5
@@ -72,6 +77,7 @@ class ChannelOptions(Options):
     max_ratio: float = 0.9
     factor: str = "outer"
     compensate: bool = False
+    allocation: str = "uniform"
 
     def __post_init__(self) -> None:
         from .importance import IMPORTANCES
@@ -123,6 +129,11 @@ class ChannelOptions(Options):
             )
         if not isinstance(self.compensate, bool):
             raise ConfigError(f"compensate={self.compensate!r} must be True or False.")
+        if self.allocation not in ALLOCATIONS:
+            raise ConfigError(
+                f"allocation={self.allocation!r} is invalid; use 'latency' (cuts where they "
+                "save the most time per importance lost) or 'uniform' (one ratio for all)."
+            )
         if not 0 < self.max_ratio < 1:
             raise ConfigError(f"max_ratio={self.max_ratio!r} must be in (0, 1).")
 

@@ -3,6 +3,7 @@ latency measured on this CPU (``target_latency_ms``, ``speedup``)."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -19,10 +20,12 @@ from ...graph.trace import trace
 from ...measure.analyze import count_macs
 from ...measure.latency import benchmark, fixed_threads, forward_fn
 from ...measure.timing import interleaved_times
+from ...search.allocate import LayerCurves, allocate, layer_terms
+from ...search.latency import LatencyTable, layer_shapes
 from .options import ChannelOptions
 from .plan import conv_groups, plan_groups, tensor_plan
 
-__all__ = ["DeepCutFails", "measured_ms", "solve_latency", "solve_ratio"]
+__all__ = ["DeepCutFails", "measured_ms", "solve_allocation", "solve_latency", "solve_ratio"]
 
 
 def meta_copy(model: nn.Module) -> nn.Module:
@@ -123,6 +126,32 @@ def measured_ms(
     return statistics.median(a) / statistics.median(b) * base_ms
 
 
+# An uneven allocation never cuts a group by more than this: importance lost is summed per
+# channel, but a layer cut to a sliver loses more than its channels' scores say.
+_MAX_UNEVEN = 0.75
+
+
+def _latency_target(
+    reference: nn.Module, example_inputs: Inputs, opts: ChannelOptions, log: list
+) -> tuple[float, float]:
+    """The reference's measured ms and the target in ms; logged as the first step."""
+    base = benchmark(reference, example_inputs, int(opts.threads), warmup=3, repeats=15).median_ms
+    target = opts.target_latency_ms if opts.speedup is None else base / opts.speedup
+    log.append({"ratio": 0.0, "ms": base, "target_ms": target})
+    return base, target
+
+
+def _unreachable(opts: ChannelOptions, base: float, target: float, at: str) -> PruneError:
+    return PruneError(
+        f"{'speedup=' + format(opts.speedup, 'g') if opts.speedup else 'target_latency_ms='}"
+        f"{'' if opts.speedup else format(target, 'g')} cannot be reached on this CPU at "
+        f"{opts.threads} thread(s): the model takes {base:.2f} ms, and the deepest cut "
+        f"still gives {at} (target {target:.2f} ms). What is left is in "
+        "layers that channel pruning keeps (inputs, outputs, frozen groups): raise the "
+        "target, or remove layers with prune_layers."
+    )
+
+
 def solve_latency(
     prune_at: Callable[[float], nn.Module | None],
     reference: nn.Module,
@@ -133,9 +162,7 @@ def solve_latency(
     """Bisection on the ratio until the pruned model, timed on this CPU, meets the latency
     target (``target_latency_ms``, or the reference's latency over ``speedup``)."""
     threads = int(opts.threads)
-    base = benchmark(reference, example_inputs, threads, warmup=3, repeats=15).median_ms
-    target = opts.target_latency_ms if opts.speedup is None else base / opts.speedup
-    log.append({"ratio": 0.0, "ms": base, "target_ms": target})
+    base, target = _latency_target(reference, example_inputs, opts, log)
     if base <= target:
         return 0.0
 
@@ -151,15 +178,76 @@ def solve_latency(
     lowest = ms_at(hi)
     if lowest is None or lowest > target:
         at = f"{lowest:.2f} ms" if lowest is not None else "a model that does not run"
-        raise PruneError(
-            f"{'speedup=' + format(opts.speedup, 'g') if opts.speedup else 'target_latency_ms='}"
-            f"{'' if opts.speedup else format(target, 'g')} cannot be reached on this CPU at "
-            f"{threads} thread(s): the model takes {base:.2f} ms, and pruning {hi:.0%} of every "
-            f"prunable group still gives {at} (target {target:.2f} ms). What is left is in "
-            "layers that channel pruning keeps (inputs, outputs, frozen groups): raise the "
-            "target, or remove layers with prune_layers."
-        )
+        raise _unreachable(opts, base, target, f"{at} (pruning {hi:.0%} of every group)")
     return _bisect(ms_at, target, hi, steps=7)
+
+
+def solve_allocation(
+    prune_with: Callable[[dict[int, float]], nn.Module | None],
+    reference: nn.Module,
+    example_inputs: Inputs,
+    groups: Sequence[ChannelGroup],
+    scores: Mapping[int, torch.Tensor],
+    opts: ChannelOptions,
+    log: list[dict[str, float]],
+) -> dict[int, float]:
+    """Per-group ratios for a latency target, allocated by ``search.allocate`` (least
+    importance lost per predicted ms saved, each layer's time measured on this CPU at a grid
+    of widths), then corrected until the pruned model, timed against the reference, meets the
+    target: the prediction's budget is scaled by target / measured, then bisected between a
+    budget that met the target and one that missed (at most 8 timed rounds)."""
+    base, target = _latency_target(reference, example_inputs, opts, log)
+    if base <= target or not groups:
+        return {}
+    step = int(opts.round_to or 1)
+    shapes = layer_shapes(reference, example_inputs)
+    terms = layer_terms(groups, shapes)
+    curves = LayerCurves(LatencyTable(int(opts.threads)), shapes, terms, step)
+    curves.calibrate(base)
+    scale = base / max(curves.full_ms(), 1e-9)  # predicted ms -> measured ms
+    steps, floors = {}, {}
+    for g in groups:
+        s = math.lcm(g.multiple, step if g.size >= 4 * step else 1)
+        s *= max(1, math.ceil(g.size / (64 * s)))  # at most ~64 widths per group
+        steps[g.atom] = s
+        floor = max(1, math.ceil(g.size * (1 - min(opts.max_ratio, _MAX_UNEVEN))))
+        floors[g.atom] = min(g.size, math.ceil(floor / s) * s)
+    size = {g.atom: g.size for g in groups}
+    total = sum(size.values())
+    budget, best = target / scale, None
+    passed, failed = 0.0, math.inf  # the largest budget that met the target, the least that missed
+    last: dict[int, int] = {}
+    for _ in range(8):
+        keep, predicted = allocate(
+            groups, scores, terms, curves.ms, budget, steps=steps, floors=floors
+        )
+        ratios = {a: (size[a] - k) / size[a] for a, k in keep.items() if k < size[a]}
+        model = prune_with(ratios)
+        if model is None:  # the Pruner finds the groups that break it, and solves again
+            return ratios
+        ms = measured_ms(model, reference, example_inputs, int(opts.threads), base)
+        removed = sum(size[a] - k for a, k in keep.items()) / total
+        log.append({"ratio": removed, "predicted_ms": predicted * scale, "ms": ms})
+        if ms <= target:
+            if budget >= passed:
+                best, passed = ratios, budget
+            if ms >= 0.95 * target:
+                break
+        elif all(k <= floors[a] for a, k in keep.items()):
+            break  # nothing left to cut
+        else:
+            failed = min(failed, budget)
+        if passed and failed < math.inf:  # bracketed: halve the gap (geometrically)
+            budget = math.sqrt(passed * failed)
+        else:  # scale by what the measurement says, further when the plan did not change
+            factor = min(max(target / ms, 0.5), 2.0)
+            if keep == last:
+                factor *= 0.85 if ms > target else 1.15
+            budget *= factor
+        last = keep
+    if best is None:
+        raise _unreachable(opts, base, target, f"{log[-1]['ms']:.2f} ms")
+    return best
 
 
 def _bisect(
