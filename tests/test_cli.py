@@ -116,3 +116,18 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(capsys, mo
     assert err.count("\n") == 1 and "ZeroDivisionError: a bug" in err and "--debug" in err
     assert main(["--debug", "analyze", "torchvision:resnet18"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_prune_layers_then_load(tmp_path, capsys):
+    out = tmp_path / "d.slim"
+    spec = "slimtorch.train.models:digits_resnet"
+    args = ["prune-layers", spec, "--input", "1,1,8,8", "--data", "digits", "-n", "2"]
+    assert main([*args, "--no-bench", "-o", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["after"]["params"] < report["before"]["params"]
+    import slimtorch as st
+
+    model = st.load(out, trust_code=True)
+    assert sum(type(m).__name__ == "Residual" for m in model.modules()) == 4
+    assert main(["prune-layers", "torchvision:resnet18", "-n", "9", "--blocks", "layer1.0"]) == 2
+    assert "at most 1" in capsys.readouterr().err

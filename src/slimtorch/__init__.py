@@ -41,6 +41,7 @@ from .prune.channels import (
     regularizer,
     simd_channels,
 )
+from .prune.depth import LayerOptions, prune_layers
 from .prune.weights import (
     AGP,
     Iterative,
@@ -95,6 +96,7 @@ __all__ = [
     "InputError",
     "LatencyStats",
     "LayerRow",
+    "LayerOptions",
     "PruneResult",
     "ModelGraph",
     "ModelReport",
@@ -114,6 +116,7 @@ __all__ = [
     "load",
     "load_model",
     "prune_channels",
+    "prune_layers",
     "register_constraint",
     "register_importance",
     "register_rule",

@@ -6,6 +6,7 @@ whatever a user did (prune channels, convert layers, sparsify, remove blocks) sa
 
 - ``slice_channels_``: remove channels from parameters and buffers, fix module metadata;
 - ``replace_module_`` / ``remove_module_``: swap a submodule (a conversion, a removed block);
+- ``delete_block_``: take a block out of its ``Sequential`` / ``ModuleList`` (depth pruning);
 - ``attach_mask_`` / ``remove_masks_``: weight masks (values only, nothing to replay);
 - ``sparsify_module_``: a dense layer replaced by its CSR twin;
 - ``fold_parametrizations_``: weight_norm and other parametrizations folded into plain weights;
@@ -25,7 +26,7 @@ from .channels import (
 from .fold import fold_parametrizations_
 from .log import carry_metadata, edits_of, get_meta, record_edit, set_meta
 from .masks import WeightMask, attach_mask_, mask_of, remove_mask_, remove_masks_
-from .modules import remove_module_, replace_module_
+from .modules import delete_block_, remove_module_, replace_module_
 from .replay import EDIT_OPS, check_edits, replay_
 from .sparse import densified, sparsify_module_
 
@@ -37,6 +38,7 @@ __all__ = [
     "attach_mask_",
     "check_edits",
     "carry_metadata",
+    "delete_block_",
     "densified",
     "edits_of",
     "fold_parametrizations_",

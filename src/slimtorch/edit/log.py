@@ -1,8 +1,8 @@
 """What slimtorch remembers on a model: its spec, its original shapes, and its edit log.
 
 A ``.slim`` plan is the original model's spec plus the edit log. Each edit is plain JSON
-data with an ``"op"`` (``"prune"``, ``"replace"``, ``"sparsify"``, ``"prune_weights"``);
-``slimtorch.edit.replay`` knows how to apply each one again.
+data with an ``"op"`` (``"prune"``, ``"replace"``, ``"remove"``, ``"sparsify"``,
+``"prune_weights"``); ``slimtorch.edit.replay`` knows how to apply each one again.
 
 The records live in the model's ``__dict__`` (not as submodules or buffers), so
 ``copy.deepcopy`` keeps them and ``state_dict`` ignores them. This is the only module that

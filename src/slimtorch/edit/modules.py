@@ -1,7 +1,8 @@
-"""Module swaps: replace a submodule, or remove a block by replacing it with ``Identity``.
+"""Module swaps: replace a submodule, or remove a block from the model.
 
-Each swap is recorded as ``{"op": "replace", "module": name, "type": ..., "config": {...}}``,
-which loading rebuilds with ``slimtorch.nn.build_module`` (registered types only).
+A swap is recorded as ``{"op": "replace", "module": name, "type": ..., "config": {...}}``,
+which loading rebuilds with ``slimtorch.nn.build_module`` (registered types only); a removal
+as ``{"op": "remove", "module": name}``, which loading repeats.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from ..errors import ConfigError
 from ..nn._registry import module_config, module_type_name
 from .log import record_edit
 
-__all__ = ["remove_module_", "replace_module_"]
+__all__ = ["delete_block_", "remove_module_", "replace_module_"]
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -67,3 +68,49 @@ def remove_module_(model: nn.Module, name: str, *, why: dict[str, Any] | None = 
     layer of a ``Sequential``); ``prune_layers`` checks that before calling this.
     """
     replace_module_(model, name, nn.Identity(), why=why)
+
+
+def delete_block_(
+    model: nn.Module, name: str, *, record: bool = True, why: dict[str, Any] | None = None
+) -> None:
+    """Takes the block at ``name`` out of the model, in place, and records the edit.
+
+    A child of an ``nn.Sequential`` is deleted (the others keep their names); a child of an
+    ``nn.ModuleList`` is deleted and the later ones renumbered, as ``del layers[i]`` does,
+    with a Hugging Face ``config.num_hidden_layers`` (and per-layer lists such as
+    ``layer_types``) and the layers' ``layer_idx`` kept in step; any other child becomes
+    ``nn.Identity``. The block's input must have the shape its output had; ``prune_layers``
+    checks that before calling this.
+    """
+    if not name:
+        raise ConfigError("the root module cannot be removed")
+    parent, child = _parent(model, name)
+    if isinstance(parent, nn.ModuleList):
+        count = len(parent)
+        index = list(parent._modules).index(child)
+        del parent[index]
+        _follow_layer_list(model, parent, count, index)
+    elif isinstance(parent, nn.Sequential):
+        del parent._modules[child]
+    else:
+        parent._modules[child] = nn.Identity()
+    if record:
+        edit: dict[str, Any] = {"op": "remove", "module": name}
+        if why:
+            edit["why"] = why
+        record_edit(model, edit, owned=True)
+
+
+def _follow_layer_list(model: nn.Module, layers: nn.ModuleList, count: int, index: int) -> None:
+    """After ``del layers[index]``: the config and layer indices of a Hugging Face model."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "num_hidden_layers", None) == count:
+        config.num_hidden_layers = count - 1
+        for key in ("layer_types", "block_types"):
+            values = getattr(config, key, None)
+            if isinstance(values, list) and len(values) == count:
+                setattr(config, key, values[:index] + values[index + 1 :])
+    for i, layer in enumerate(layers):
+        for m in layer.modules():
+            if isinstance(getattr(m, "layer_idx", None), int) and m.layer_idx == i + (i >= index):
+                m.layer_idx = i

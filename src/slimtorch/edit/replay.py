@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from .._registry import Registry
-from ..errors import FormatError
+from ..errors import ConfigError, FormatError
 from ..nn._registry import build_module
 from .channels import apply_prune_edit_
 from .fold import replay_fold_
-from .modules import replace_module_
+from .modules import delete_block_, replace_module_
 from .sparse import sparsify_module_
 
 __all__ = ["EDIT_OPS", "EditOp", "check_edits", "replay_"]
@@ -78,6 +78,13 @@ def _replace(model: nn.Module, edit: Mapping[str, Any]) -> None:
         raise FormatError(f"cannot replace {edit.get('module')!r}: {exc}") from exc
 
 
+def _remove(model: nn.Module, edit: Mapping[str, Any]) -> None:
+    try:
+        delete_block_(model, _module_name(edit), record=False)
+    except ConfigError as exc:
+        raise FormatError(f"cannot remove {edit.get('module')!r}: {exc}") from exc
+
+
 def _sparsify(model: nn.Module, edit: Mapping[str, Any]) -> None:
     sparsify_module_(model, _module_name(edit), record=False)
 
@@ -91,6 +98,7 @@ EDIT_OPS.add(
         "structure", _replace, frozenset({"op", "module", "type", "config", "why"}), _replace_cost
     ),
 )
+EDIT_OPS.add("remove", EditOp("structure", _remove, frozenset({"op", "module", "why"})))
 EDIT_OPS.add("sparsify", EditOp("after_weights", _sparsify, frozenset({"op", "module"})))
 EDIT_OPS.add(
     "prune_weights", EditOp("record", lambda model, edit: None, frozenset({"op", "options"}))

@@ -69,13 +69,21 @@ class OpNode:
 
 @dataclass
 class ModuleCall:
-    """What a module received and returned the first time it ran."""
+    """What a module received and returned the first time it ran.
+
+    ``in_tid`` / ``out_tid`` are the first tensor of its inputs / outputs (None if there is
+    none); ``count`` is how many times it ran; ``ops`` are the ops it called itself
+    (innermost module), not those of its children.
+    """
 
     name: str
     type: str
     in_shapes: Any
     out_shapes: Any
     ops: list[int] = field(default_factory=list)
+    in_tid: int | None = None
+    out_tid: int | None = None
+    count: int = 0
 
 
 @dataclass
@@ -209,6 +217,12 @@ def _shapes(value: Any) -> Any:
     return tree_map(_shape_of, value)
 
 
+def _first_tid(rec: _Recorder, value: Any) -> int | None:
+    """The tid of the first tensor in a module's (nested) inputs or outputs."""
+    first = next((t for t in tree_flatten(value)[0] if _is_tensor(t)), None)
+    return None if first is None else rec.tid_of.get(id(first))
+
+
 def trace(
     model: nn.Module,
     example_inputs: Inputs,
@@ -257,11 +271,14 @@ def _trace(
         name = stack.names.get(id(module), "?")
         if name not in calls:
             calls[name] = ModuleCall(name, type(module).__name__, _shapes((a, k)), None)
+            calls[name].in_tid = _first_tid(rec, (a, k))
+        calls[name].count += 1
 
     def post(module: nn.Module, a: Any, out: Any) -> None:
         call = calls.get(stack.names.get(id(module), "?"))
         if call is not None and call.out_shapes is None:
             call.out_shapes = _shapes(out)
+            call.out_tid = _first_tid(rec, out)
 
     stack = ModuleStack(model, pre, post)
     modules = list({id(m): m for _, m in stack.named}.values())

@@ -76,7 +76,8 @@ def save(
         >>> save(load_model("torchvision:resnet18"), "r18.slim")
         PosixPath('r18.slim')
     """
-    model = getattr(model, "model", model)
+    if not isinstance(model, nn.Module):  # a result; a model's own .model (a Hugging Face
+        model = getattr(model, "model", model)  # causal LM's body) is not what to save
     path = check_output_path(path, "save() path")  # before any work
     if not isinstance(model, nn.Module):
         raise ConfigError(f"save() needs an nn.Module or a result with .model, got {type(model)}")

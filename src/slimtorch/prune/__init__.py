@@ -1,1 +1,1 @@
-"""Pruning: channels (structured), weights (unstructured, N:M), layers (depth)."""
+"""Pruning: channels (structured), weights (unstructured, N:M, rows), layers (depth)."""

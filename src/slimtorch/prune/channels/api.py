@@ -52,12 +52,13 @@ _META_PARAMS = 20_000_000
 
 @dataclass
 class PruneResult:
-    """What ``prune_channels`` produced.
+    """What ``prune_channels`` (or ``prune_layers``) produced.
 
     Attributes:
         model: the pruned model, a plain ``nn.Module`` with channels removed.
         plan: JSON-serializable record: groups with kept/removed indices, frozen modules with
-            reasons, and the edit that ``.slim`` files replay.
+            reasons, and the edit that ``.slim`` files replay (for ``prune_layers``:
+            ``plan["layers"]`` with the candidate blocks, their scores and the removed ones).
         warnings: what was not pruned and why (ops without rules, frozen groups, ...).
         before / after: params and MACs.
         compensation: with ``compensate=True``, the refit layers and their output errors.
@@ -83,6 +84,13 @@ class PruneResult:
         return format_table(("", "before", "after", "ratio"), rows)
 
     def __str__(self) -> str:
+        if "layers" in self.plan:
+            gone, found = self.plan["layers"]["removed"], self.plan["layers"]["candidates"]
+            return (
+                f"{self.summary()}\n{len(gone)}/{len(found)} blocks removed "
+                f"({', '.join(gone[:6])}{' ...' if len(gone) > 6 else ''}), "
+                f"{len(self.warnings)} warnings"
+            )
         n = len(self.plan["groups"])
         pruned = sum(1 for g in self.plan["groups"] if g["removed"])
         return (
