@@ -22,8 +22,8 @@ import time
 import torch
 
 import slimtorch as st
+from slimtorch.budget import LatencyModel, LatencyTable
 from slimtorch.report.table import format_table
-from slimtorch.search import LatencyModel, LatencyTable
 
 
 def main() -> None:

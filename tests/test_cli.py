@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from slimtorch.cli import main
 
 
@@ -131,3 +133,30 @@ def test_prune_layers_then_load(tmp_path, capsys):
     assert sum(type(m).__name__ == "Residual" for m in model.modules()) == 4
     assert main(["prune-layers", "torchvision:resnet18", "-n", "9", "--blocks", "layer1.0"]) == 2
     assert "at most 1" in capsys.readouterr().err
+
+
+def test_search_then_load(tmp_path, capsys):
+    import torch
+
+    import slimtorch as st
+    from slimtorch.train.models import digits_resnet
+
+    teacher, out = tmp_path / "teacher.slim", tmp_path / "s.slim"
+    state, plot = tmp_path / "s.json", tmp_path / "front.png"
+    st.save(digits_resnet(width=8), teacher, spec="slimtorch.train.models:digits_resnet",
+            spec_kwargs={"width": 8})  # fmt: skip
+    args = ["search", str(teacher), "--trust-code", "--input", "64,1,8,8", "--data", "digits",
+            "--speedup", "1.2", "--budget", "3", "--proxy-steps", "1",
+            "--state", str(state)]  # fmt: skip
+    assert main([*args, "--plot", str(plot), "-o", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["measured_now"] == report["evaluated"] >= 1
+    assert report["chosen"]["ms"] <= report["target_ms"] * 1.05
+    assert plot.stat().st_size > 1000 and json.loads(state.read_text())["candidates"]
+    model = st.load(out, trust_code=True)
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    assert main(args) == 0  # resumed: nothing measured again
+    assert "0 candidates measured now" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse: a budget is required
+        main(["search", "torchvision:resnet18", "--data", "digits"])
+    assert "--speedup" in capsys.readouterr().err

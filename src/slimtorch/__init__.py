@@ -34,6 +34,7 @@ from .io.slim import load, save
 from .io.spec import load_model
 from .measure.analyze import LayerRow, ModelReport, analyze
 from .measure.latency import Comparison, LatencyStats, benchmark, compare
+from .nas import SearchOptions, SearchResult, search
 from .prune.channels import (
     PruneResult,
     prune_channels,
@@ -98,6 +99,8 @@ __all__ = [
     "LayerRow",
     "LayerOptions",
     "PruneResult",
+    "SearchOptions",
+    "SearchResult",
     "ModelGraph",
     "ModelReport",
     "ModelSpecError",
@@ -123,6 +126,7 @@ __all__ = [
     "register_surgery",
     "regularizer",
     "save",
+    "search",
     "simd_channels",
     "trace",
 ]

@@ -13,6 +13,8 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from ..._forward import Inputs, copy_model, eval_mode
+from ...budget.allocate import LayerCurves, allocate, layer_terms
+from ...budget.latency import LatencyTable, layer_shapes
 from ...edit.channels import slice_channels_
 from ...errors import ForwardError, PruneError
 from ...graph.groups import ChannelGroup, GroupSet
@@ -20,8 +22,6 @@ from ...graph.trace import trace
 from ...measure.analyze import count_macs
 from ...measure.latency import benchmark, fixed_threads, forward_fn
 from ...measure.timing import interleaved_times
-from ...search.allocate import LayerCurves, allocate, layer_terms
-from ...search.latency import LatencyTable, layer_shapes
 from .options import ChannelOptions
 from .plan import conv_groups, plan_groups, tensor_plan
 
@@ -191,7 +191,7 @@ def solve_allocation(
     opts: ChannelOptions,
     log: list[dict[str, float]],
 ) -> dict[int, float]:
-    """Per-group ratios for a latency target, allocated by ``search.allocate`` (least
+    """Per-group ratios for a latency target, allocated by ``budget.allocate`` (least
     importance lost per predicted ms saved, each layer's time measured on this CPU at a grid
     of widths), then corrected until the pruned model, timed against the reference, meets the
     target: the prediction's budget is scaled by target / measured, then bisected between a

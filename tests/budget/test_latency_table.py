@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
-from slimtorch.search import LatencyModel, LatencyTable, LayerShape, layer_shapes, machine_key
+from slimtorch.budget import LatencyModel, LatencyTable, LayerShape, layer_shapes, machine_key
 
 
 def _net():

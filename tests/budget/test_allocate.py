@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 import slimtorch as st
+from slimtorch.budget.allocate import LayerCurves, _interp, allocate, layer_terms
+from slimtorch.budget.latency import LatencyTable, layer_shapes
 from slimtorch.graph.groups import build_groups
 from slimtorch.graph.trace import trace
-from slimtorch.search.allocate import LayerCurves, _interp, allocate, layer_terms
-from slimtorch.search.latency import LatencyTable, layer_shapes
 
 
 def _net():
