@@ -84,7 +84,7 @@ def run(name: str, seed: int, epochs: int, budget: int, validate: int) -> dict:
             "pruned": 100 * accuracy(model, test),
             "acc": distill(model),
         }
-    out["searched"]["policy"] = Policy.from_dict(found.policy).describe()
+    out["searched"]["policy"] = Policy.from_dict(found.policy).describe(found.policy["level"])
     out["searched"]["level"] = found.policy["level"]
     # the proxy against real fine-tuned accuracy, on the best and worst feasible candidates
     feasible = sorted((c for c in found.candidates if c.feasible), key=lambda c: c.proxy)

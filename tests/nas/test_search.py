@@ -146,3 +146,12 @@ def test_pareto_front_by_rule():
     assert [(c.ms, c.proxy) for c in pareto(pts)] == [(0.5, 9.0), (1.0, 5.0), (2.0, 3.0),
                                                        (3.0, 1.0)]  # fmt: skip
     assert pareto([Candidate(policy=PolicyRecord(), error="x")]) == []
+
+
+def test_policy_is_canonical():
+    p = Policy.make(
+        ["0.4"], {"0": 1.0, "1": 0.5}, {"0.4.conv1": "low_rank", "0.3.conv1": "low_rank"}
+    )
+    assert p.rewrite == (("0.3.conv1", "low_rank"),)  # a rewrite inside a removed block is moot
+    assert p.width == (("1", 0.5),)
+    assert Policy.from_dict(p.to_dict()) == p and p.key == Policy.from_dict(p.to_dict()).key

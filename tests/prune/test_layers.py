@@ -8,7 +8,7 @@ from torch import nn
 import slimtorch as st
 from slimtorch.graph.blocks import find_blocks
 from slimtorch.graph.trace import trace
-from slimtorch.train.models import digits_cnn
+from slimtorch.train.models import digits_cnn, digits_resnet
 
 
 def _resnet18():
@@ -166,3 +166,19 @@ def test_latency_target_out_of_reach():
     m = _resnet18()
     with pytest.raises(st.PruneError, match="speedup=1000 cannot be reached"):
         st.prune_layers(m, X[:1], speedup=1000.0, data=DATA)
+
+
+def test_restore_receptive_field_dilates_the_next_block(tmp_path):
+    model = digits_resnet(width=8).eval()
+    x = torch.randn(4, 1, 8, 8)
+    base = st.analyze(model, x[:1]).receptive_field.size
+    cut = st.prune_layers(model, x, blocks=["1.4"])
+    kept = st.prune_layers(model, x, blocks=["1.4"], restore_receptive_field=True)
+    # stage 1 runs at stride 2: one block of two 3x3 convs took 2 * 2 * 2 pixels
+    assert st.analyze(cut.model, x[:1]).receptive_field.size == (base[0] - 8, base[1] - 8)
+    assert st.analyze(kept.model, x[:1]).receptive_field.size == base
+    assert kept.plan["layers"]["dilated"] == {"1.5.conv1": [2, 2], "1.5.conv2": [2, 2]}
+    assert kept.model.get_submodule("1.5.conv1").padding == (2, 2)  # shapes kept
+    path = tmp_path / "rf.slim"
+    st.save(kept, path, spec="slimtorch.train.models:digits_resnet", spec_kwargs={"width": 8})
+    torch.testing.assert_close(st.load(path, trust_code=True)(x), kept.model(x))

@@ -79,6 +79,7 @@ def cmd_prune_layers(args: argparse.Namespace) -> int:
         data=data,
         score=args.score,
         blocks=args.blocks,
+        restore_receptive_field=args.restore_receptive_field,
     )
     if not args.json:
         print(f"removed {', '.join(result.plan['layers']['removed']) or 'nothing'}")
@@ -169,6 +170,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--score", default="block_influence", choices=SCORES)
     q.add_argument("--blocks", nargs="*", help="candidate blocks (default: all removable)")
     q.add_argument("--data", help="calibration data for the scores: digits or mnist1d")
+    q.add_argument(
+        "--restore-receptive-field",
+        action="store_true",
+        help="dilate the nearest remaining block's convs to keep the receptive field",
+    )
     q.add_argument("--input", type=input_shape, help="input shape, e.g. 1,3,224,224")
     q.add_argument("--threads", type=thread_count, action="append")
     q.add_argument("--rounds", type=int, default=10)

@@ -78,7 +78,7 @@ class SearchResult:
                 f"{self.original_ms / c.ms:.2f}x",
                 f"{c.proxy:.4f}",
                 f"{c.level:.2f}",
-                Policy.from_dict(c.policy.model_dump()).describe(),
+                Policy.from_dict(c.policy.model_dump()).describe(c.level),
             )
             for c in self.front
         ]
@@ -194,8 +194,13 @@ def search(
     bar = tqdm(total=opts.budget, desc="search", disable=not progress, unit="cand")
     ctx.bar = bar
     try:
-        _check_reachable(ctx)
-        _evolve(ctx, random.Random(opts.seed))
+        if st.seeds is None:
+            _check_reachable(ctx)
+            st.seeds = [PolicyRecord(**p.to_dict()) for p in _plain_seeds(ctx)]
+            if state is not None:
+                save_state(state, st)
+        plain = [Policy.from_dict(p.model_dump()) for p in st.seeds]
+        _evolve(ctx, plain, random.Random(opts.seed))
     finally:
         bar.close()
     return _result(ctx, st)
@@ -259,8 +264,10 @@ def _check_reachable(ctx: _Context) -> None:
         )
 
 
-def _seeds(ctx: _Context, rng: random.Random) -> list[Policy]:
-    """Uniform width; the lowest-scored blocks removed, 1/4 and 1/2 of them; random ones."""
+def _plain_seeds(ctx: _Context) -> list[Policy]:
+    """Uniform width; depth alone at the budget (the fewest lowest-scored blocks whose removal
+    meets it) and one block fewer (width makes up the rest); a quarter of the blocks removed.
+    Timed, so a resumed search takes them from its state file."""
     sp = ctx.space
     seeds = [Policy()]
     if sp.blocks:
@@ -268,12 +275,36 @@ def _seeds(ctx: _Context, rng: random.Random) -> list[Policy]:
             ctx.teacher, ctx.x, n=1, data=ctx.held, score="loss", blocks=sp.blocks
         ).plan["layers"]["scores"]
         ranked = sorted(sp.blocks, key=lambda b: scores.get(b, math.inf))
-        for frac in (0.25, 0.5):
-            k = max(1, round(frac * len(ranked)))
-            seeds.append(Policy.make(ranked[:k]))
+        k = _depth_at_budget(ctx, ranked)
+        for n in (k, k - 1, max(1, round(len(ranked) / 4))):
+            if 0 < n <= len(ranked):
+                seeds.append(Policy.make(ranked[:n]))
+    return list(dict.fromkeys(seeds))
+
+
+def _seeds(ctx: _Context, plain: list[Policy], rng: random.Random) -> list[Policy]:
+    seeds = list(plain)
     while len(seeds) < ctx.opts.population:
         seeds.append(_random_policy(ctx, rng))
     return list(dict.fromkeys(seeds))
+
+
+def _depth_at_budget(ctx: _Context, ranked: list[str]) -> int:
+    """The fewest of ``ranked`` (removed in order) that meet the budget, bisected on timings
+    (``len(ranked)`` if none does)."""
+    lo, hi = 0, len(ranked)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if mid == 0:
+            lo = 1
+            continue
+        built = build_structure(ctx.teacher, ctx.x, Policy.make(ranked[:mid]), ctx.opts)
+        ms = measured_ms(built, ctx.teacher, ctx.x, ctx.opts.threads, ctx.original_ms)
+        if ctx.fits(ms):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
 
 
 def _random_policy(ctx: _Context, rng: random.Random) -> Policy:
@@ -306,10 +337,10 @@ def _mutate(ctx: _Context, parent: Policy, rng: random.Random) -> Policy:
     return Policy.make(remove, width, rewrite)
 
 
-def _evolve(ctx: _Context, rng: random.Random) -> None:
+def _evolve(ctx: _Context, plain: list[Policy], rng: random.Random) -> None:
     opts = ctx.opts
     population: list[Candidate] = []
-    for policy in _seeds(ctx, rng):
+    for policy in _seeds(ctx, plain, rng):
         if len(ctx.order) >= opts.budget:
             return
         population.append(_evaluate(ctx, policy))

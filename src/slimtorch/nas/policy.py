@@ -43,10 +43,14 @@ class Policy:
         width: Mapping[str, float] | None = None,
         rewrite: Mapping[str, str] | None = None,
     ) -> Policy:
+        """The canonical form: a rewrite inside a removed block is dropped (it changes
+        nothing), so two policies that build the same model have one key."""
+        gone = sorted(set(remove))
+        inside = lambda n: any(n == b or n.startswith(b + ".") for b in gone)  # noqa: E731
         return cls(
-            remove=tuple(sorted(set(remove))),
+            remove=tuple(gone),
             width=tuple(sorted((k, float(v)) for k, v in (width or {}).items() if v != 1.0)),
-            rewrite=tuple(sorted((rewrite or {}).items())),
+            rewrite=tuple(sorted((n, k) for n, k in (rewrite or {}).items() if not inside(n))),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -64,11 +68,12 @@ class Policy:
     def key(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
-    def describe(self) -> str:
+    def describe(self, level: float | None = None) -> str:
+        """One line; at channel level 0 the width multipliers change nothing and are left out."""
         parts = []
         if self.remove:
             parts.append(f"-{len(self.remove)} blocks ({', '.join(self.remove)})")
-        if self.width:
+        if self.width and level != 0:
             parts.append("width " + ", ".join(f"{s or '<root>'} x{m:g}" for s, m in self.width))
         if self.rewrite:
             parts.append(f"{len(self.rewrite)} rewritten ({', '.join(n for n, _ in self.rewrite)})")

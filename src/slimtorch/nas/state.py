@@ -55,6 +55,7 @@ class SearchState(_Strict):
     options: dict[str, Any]
     original_ms: float
     target_ms: float
+    seeds: list[PolicyRecord] | None = None  # the timed seeds, fixed for a resumed run
     candidates: list[Candidate] = Field(default_factory=list)
 
 

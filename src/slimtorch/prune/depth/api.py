@@ -29,6 +29,7 @@ from ...measure.latency import benchmark
 from ...measure.macs import node_macs
 from ..channels.api import PruneResult
 from ..channels.solve import measured_ms
+from .dilate import restore_receptive_field_
 from .options import LayerOptions
 from .project import fit_projection, projection_for
 from .score import Stand, angular_scores, influence_scores, loss_scores
@@ -49,6 +50,7 @@ def prune_layers(
     data: Any = None,
     score: str = "block_influence",
     blocks: Sequence[str] | None = None,
+    restore_receptive_field: bool = False,
 ) -> PruneResult:
     """Removes whole blocks (residual blocks, transformer layers, same-shape layers).
 
@@ -78,6 +80,9 @@ def prune_layers(
             replaced by a 1x1 conv or linear fitted by least squares on ``data``; one where no
             such fit exists raises ``PruneError``. With ``blocks`` and no count or target,
             all named blocks go.
+        restore_receptive_field: raise the dilation of the stride-1 convs of the nearest
+            block that stays (same container) so the receptive field a removed block added
+            is kept (its weights are kept, its function changes: fine-tune after).
 
     Returns:
         A ``PruneResult``: ``.model``, ``.plan["layers"]`` (candidates, scores, removed),
@@ -98,6 +103,7 @@ def prune_layers(
         threads=threads,
         score=score,
         blocks=None if blocks is None else tuple(blocks),
+        restore_receptive_field=restore_receptive_field,
     )
     check_model(model)
     check_finite(model, "prune_layers")
@@ -143,6 +149,9 @@ def prune_layers(
     if order is not None:
         chosen = _choose(work, example_inputs, opts, order, len(cands), graph, layers, latency)
     pruned = copy_model(work)
+    dilated: dict[str, list[int]] = {}
+    if opts.restore_receptive_field:  # on the names the blocks still have, before removal
+        dilated = restore_receptive_field_(pruned, chosen, warnings)
     _remove_(pruned, chosen, layers)
     after = _check_runs(pruned, graph, example_inputs, chosen)
     plan: dict[str, Any] = {
@@ -153,6 +162,7 @@ def prune_layers(
             "scores": scores,
             "removed": [b.name for b in chosen],
             "projections": fits,
+            "dilated": dilated,
         },
         "edits": edits_of(pruned)[len(edits_of(work)) :],
     }

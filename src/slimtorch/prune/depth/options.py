@@ -29,6 +29,8 @@ class LayerOptions(Options):
             blocks and the output of the last: Gromov et al.) or ``"loss"`` (how far the
             model's output moves with the block skipped). Lowest goes first.
         blocks: the candidate blocks by name; default the removable blocks found.
+        restore_receptive_field: dilate the nearest remaining block's convs so the field
+            the removed blocks added is kept.
     """
 
     n: int | None = None
@@ -38,6 +40,7 @@ class LayerOptions(Options):
     threads: int = 1
     score: str = "block_influence"
     blocks: tuple[str, ...] | None = None
+    restore_receptive_field: bool = False
 
     def __post_init__(self) -> None:
         given = [
@@ -65,5 +68,9 @@ class LayerOptions(Options):
         check_int("threads", self.threads, hint="1 stands for a single-core device")
         if self.score not in SCORES:
             raise ConfigError(f"score={self.score!r} is unknown; choose one of {list(SCORES)}.")
+        if not isinstance(self.restore_receptive_field, bool):
+            raise ConfigError(
+                f"restore_receptive_field={self.restore_receptive_field!r} must be True or False."
+            )
         if self.blocks is not None:
             object.__setattr__(self, "blocks", name_list("blocks", self.blocks))
