@@ -54,7 +54,7 @@ def spearman(a: list[float], b: list[float]) -> float:
     return cov / var if var else 0.0
 
 
-def run(name: str, seed: int, epochs: int, budget: int, validate: int) -> dict:
+def run(name: str, seed: int, epochs: int, budget: int, validate: int, tol: float) -> dict:
     load, factory, teacher_epochs = SETS[name]
     train, test = load("train"), load("test")
     torch.manual_seed(seed)
@@ -69,7 +69,9 @@ def run(name: str, seed: int, epochs: int, budget: int, validate: int) -> dict:
         return 100 * accuracy(kd, test)
 
     started = time.perf_counter()
-    found = search(teacher, x, train, speedup=2.0, budget=budget, seed=seed, progress=False)
+    found = search(
+        teacher, x, train, speedup=2.0, budget=budget, seed=seed, tolerance=tol, progress=False
+    )
     search_s = time.perf_counter() - started
     variants = {
         "channels (uniform)": prune_channels(teacher, x, speedup=2.0).model,
@@ -118,11 +120,17 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=30)
     parser.add_argument("--validate", type=int, default=8, help="candidates fine-tuned")
     parser.add_argument("--sets", default="mnist1d,digits")
+    parser.add_argument(
+        "--tolerance", type=float, default=0.0, help="share over the budget the search accepts"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows, notes = [], []
     for name in args.sets.split(","):
-        runs = [run(name, s, args.epochs, args.budget, args.validate) for s in range(args.seeds)]
+        runs = [
+            run(name, s, args.epochs, args.budget, args.validate, args.tolerance)
+            for s in range(args.seeds)
+        ]
         for key in ("original", "channels (uniform)", "depth only", "searched"):
             accs = [r[key]["acc"] for r in runs]
             rows.append((

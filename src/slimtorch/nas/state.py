@@ -40,6 +40,7 @@ class Candidate(_Strict):
     policy: PolicyRecord
     level: float | None = None
     ms: float | None = None
+    checked_ms: float | None = None  # a second timing, taken if the candidate is chosen
     macs: int | None = None
     params: int | None = None
     proxy: float | None = None
