@@ -473,6 +473,11 @@ def pareto(cands: Sequence[Candidate]) -> list[Candidate]:
     return front
 
 
+def _build(ctx: _Context, policy: Policy, level: float) -> nn.Module:
+    structure = build_structure(ctx.teacher, ctx.x, policy, ctx.opts)
+    return prune_width(structure, ctx.x, policy, ctx.space.stages, level, ctx.opts)
+
+
 def _result(ctx: _Context, st: SearchState) -> SearchResult:
     feasible = [c for c in ctx.order if c.feasible]
     if not feasible:
@@ -486,10 +491,8 @@ def _result(ctx: _Context, st: SearchState) -> SearchResult:
     warnings: list[str] = []
     ranked = sorted(feasible, key=_fitness)
     for best in ranked[:_RECHECKS]:
-        policy = Policy.from_dict(best.policy.model_dump())
-        structure = build_structure(ctx.teacher, ctx.x, policy, ctx.opts)
-        level = best.level or 0.0
-        model = prune_width(structure, ctx.x, policy, ctx.space.stages, level, ctx.opts)
+        policy, level = Policy.from_dict(best.policy.model_dump()), best.level or 0.0
+        model = _build(ctx, policy, level)
         if best.checked_ms is None:
             best.checked_ms = measured_ms(
                 model, ctx.teacher, ctx.x, ctx.opts.threads, ctx.original_ms
@@ -504,8 +507,7 @@ def _result(ctx: _Context, st: SearchState) -> SearchResult:
     else:
         best = ranked[0]
         policy = Policy.from_dict(best.policy.model_dump())
-        structure = build_structure(ctx.teacher, ctx.x, policy, ctx.opts)
-        model = prune_width(structure, ctx.x, policy, ctx.space.stages, best.level or 0.0, ctx.opts)
+        model = _build(ctx, policy, best.level or 0.0)
         warnings.append("no candidate met the budget on a second timing; the best proxy is kept")
     chosen = {**policy.to_dict(), "level": best.level}
     uniq = list({_key(c): c for c in ctx.order}.values())
