@@ -13,6 +13,10 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
+
+import slimtorch as st
 
 # Models that may keep more than _oracle.MAX_MAC_RATIO of their MACs, and why: the one place
 # (check_pruned has no other way to relax the rule).
@@ -132,3 +136,39 @@ def torchvision_fast(names) -> set[str]:
 
     cheap = {n for n in names if get_model_weights(n).DEFAULT.meta["_ops"] <= 1.0}
     return set(torchvision_families(names).values()) | cheap
+
+
+# The torchvision zoo case: the model and input every torchvision zoo test prunes on.
+def _size(name):
+    if name.startswith("maxvit"):
+        return 224
+    if name == "vit_h_14":
+        return 56
+    return 96 if name.startswith("inception") else 64
+
+
+def informative_(model):
+    """Random init can make the output ignore the pruned channels or the input, and then a
+    broken pruned model matches the reference too (``_oracle.MIN_SPREAD`` rejects the
+    second). Undo what does that:
+
+    - a weight that is all zero (torchvision's ViT head, timm's Mixer head, the last BN of
+      each timm ResNet block): ones for a norm's scale, N(0, 0.02) for a matrix;
+    - the bias of the output layer (the last module with a bias; it is kept, not pruned):
+      zero. Features shrink with depth at random init and the bias buries them below float32
+      resolution (ShuffleNetV2: 1e-5 of the output, GoogLeNet: 3e-11).
+    """
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.rsplit(".", 1)[-1] == "weight" and not p.any():
+                p.fill_(1.0) if p.dim() == 1 else p.normal_(0.0, 0.02)
+        biased = [m for m in model.modules() if isinstance(getattr(m, "bias", None), nn.Parameter)]
+        biased[-1].bias.zero_()
+    return model
+
+
+def torchvision_case(name):
+    """The model and the input that the zoo prunes it on."""
+    kwargs = {"image_size": _size(name)} if name.startswith("vit_") else {}
+    model = informative_(st.load_model(f"torchvision:{name}", **kwargs).eval())
+    return model, torch.randn(2, 3, _size(name), _size(name))

@@ -20,7 +20,9 @@ FORBIDDEN = {
     "nn": COMPRESSION | {"io", "graph", "measure"},
     "edit": {"prune", "convert", "io", "train", "budget", "nas"},
     "io": {"prune", "convert", "train", "budget", "nas"},
-    "report": COMPRESSION | {"io"},
+    "report": COMPRESSION | {"io", "runtime"},
+    # deployment runtimes sit below measure (benchmark(backend=) runs their sessions)
+    "runtime": COMPRESSION | {"io", "measure", "report", "graph", "nn"},
     # the latency model sits below pruning; the policy search (nas) sits above everything
     "budget": {"prune", "convert", "train", "nas", "io"},
     "prune": {"nas"},

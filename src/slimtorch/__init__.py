@@ -19,6 +19,7 @@ from .errors import (
     CheckpointError,
     ConfigError,
     ConvertError,
+    ExportError,
     FormatError,
     ForwardError,
     InputError,
@@ -61,6 +62,7 @@ from .prune.weights import (
     sparsity,
     zeroed_channels,
 )
+from .runtime import ExportResult, export, quantize, register_backend
 from .train import FinetuneOptions, FinetuneResult, IterativePruning, IterativeResult, finetune
 
 __version__ = "0.1.0"
@@ -92,6 +94,8 @@ __all__ = [
     "CompensationReport",
     "ConfigError",
     "ConvertError",
+    "ExportError",
+    "ExportResult",
     "FormatError",
     "ForwardError",
     "InputError",
@@ -115,11 +119,14 @@ __all__ = [
     "benchmark",
     "compare",
     "compensate_",
+    "export",
     "finetune",
     "load",
     "load_model",
     "prune_channels",
     "prune_layers",
+    "quantize",
+    "register_backend",
     "register_constraint",
     "register_importance",
     "register_rule",

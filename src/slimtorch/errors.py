@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "ExportError",
     "ConvertError",
     "FormatError",
     "ForwardError",
@@ -66,3 +67,7 @@ class FormatError(SlimTorchError, ValueError):
 
 class CheckpointError(SlimTorchError, ValueError):
     """A training checkpoint is missing, corrupt, or was written for another model."""
+
+
+class ExportError(SlimTorchError, ValueError):
+    """A model does not export to a deployment runtime, or its export computes something else."""

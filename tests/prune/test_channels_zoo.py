@@ -19,8 +19,10 @@ from _zoo import (
     WRITE_SAMPLE,
     XFAIL,
     cases,
+    informative_,
     read_timm_sample,
     timm_sample,
+    torchvision_case,
     torchvision_fast,
 )
 
@@ -30,14 +32,6 @@ TV_NAMES = torchvision.models.list_models(module=torchvision.models)
 TV_SLOW = set(TV_NAMES) - torchvision_fast(TV_NAMES)
 
 
-def _size(name):
-    if name.startswith("maxvit"):
-        return 224
-    if name == "vit_h_14":
-        return 56
-    return 96 if name.startswith("inception") else 64
-
-
 def _roundtrip(result, args, tmp_path):
     path = st.save(result, tmp_path / "m.slim")
     loaded = st.load(path)
@@ -45,33 +39,6 @@ def _roundtrip(result, args, tmp_path):
         torch.testing.assert_close(
             first_output(loaded(*args)), first_output(result.model.eval()(*args)), rtol=0, atol=0
         )
-
-
-def _informative_(model):
-    """Random init can make the output ignore the pruned channels or the input, and then a
-    broken pruned model matches the reference too (``_oracle.MIN_SPREAD`` rejects the
-    second). Undo what does that:
-
-    - a weight that is all zero (torchvision's ViT head, timm's Mixer head, the last BN of
-      each timm ResNet block): ones for a norm's scale, N(0, 0.02) for a matrix;
-    - the bias of the output layer (the last module with a bias; it is kept, not pruned):
-      zero. Features shrink with depth at random init and the bias buries them below float32
-      resolution (ShuffleNetV2: 1e-5 of the output, GoogLeNet: 3e-11).
-    """
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.rsplit(".", 1)[-1] == "weight" and not p.any():
-                p.fill_(1.0) if p.dim() == 1 else p.normal_(0.0, 0.02)
-        biased = [m for m in model.modules() if isinstance(getattr(m, "bias", None), nn.Parameter)]
-        biased[-1].bias.zero_()
-    return model
-
-
-def torchvision_case(name):
-    """The model and the input that the zoo prunes it on."""
-    kwargs = {"image_size": _size(name)} if name.startswith("vit_") else {}
-    model = _informative_(st.load_model(f"torchvision:{name}", **kwargs).eval())
-    return model, torch.randn(2, 3, _size(name), _size(name))
 
 
 @pytest.mark.parametrize("name", cases("torchvision", TV_NAMES, TV_SLOW))
@@ -129,7 +96,7 @@ def timm_case(name):
         # the pooled features (1e-3) the way an output bias does
         with torch.no_grad():
             model.conv_head.bias.zero_()
-    model = _informative_(model)
+    model = informative_(model)
     return model, timm_input(model)
 
 

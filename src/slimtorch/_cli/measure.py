@@ -34,10 +34,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     x = example_input(first, models[first], args.input)
     results = []
     for threads in args.threads or [torch.get_num_threads()]:
-        table = compare(models, x, threads=threads, rounds=args.rounds, warmup=args.warmup)
-        results.append(table)
-        if not args.json:
-            print(table, end="\n\n", flush=True)
+        for backend in args.backend or ["torch"]:
+            table = compare(
+                models,
+                x,
+                threads=threads,
+                rounds=args.rounds,
+                warmup=args.warmup,
+                backend=backend,
+            )
+            results.append(table)
+            if not args.json:
+                print(table, end="\n\n", flush=True)
     if args.json:
         print(json.dumps([t.to_dict() for t in results], indent=2))
     return 0
@@ -69,6 +77,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument(
+        "--backend",
+        action="append",
+        choices=["torch", "onnxruntime", "executorch", "openvino"],
+        help="runtime to time on (exported and checked first); repeat for several",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 

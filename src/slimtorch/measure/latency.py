@@ -1,23 +1,29 @@
 """CPU latency: ``benchmark`` for one model, ``compare`` for several, interleaved.
 
 Every timed run is one eval-mode forward under ``torch.inference_mode`` with the thread count
-fixed, timed on its own by ``measure.timing.interleaved_times``.
+fixed, timed on its own by ``measure.timing.interleaved_times``. With ``backend=`` other than
+``"torch"`` the model is exported to that runtime first (``slimtorch.runtime``, checked against
+PyTorch) and the runtime's session is timed the same way, at the same thread count; an
+``ExportResult`` (an exported or int8 file) is timed on its own runtime.
 """
 
 from __future__ import annotations
 
 import contextlib
 import statistics
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from .._forward import Inputs, check_model, check_threads, eval_mode, run_forward, split_inputs
+from .._registry import suggest
 from .._validate import check_int
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..report.table import format_table, human
 from .timing import interleaved_times
 
@@ -35,15 +41,19 @@ class LatencyStats:
     threads: int
     batch_size: int
     repeats: int
+    backend: str = "torch"
 
     def __str__(self) -> str:
+        on = "" if self.backend == "torch" else f" on {self.backend}"
         return (
             f"{self.median_ms:.2f} ms median (p90 {self.p90_ms:.2f}, IQR {self.iqr_ms:.2f}) "
-            f"at {self.threads} thread(s), batch {self.batch_size}, {self.repeats} runs"
+            f"at {self.threads} thread(s){on}, batch {self.batch_size}, {self.repeats} runs"
         )
 
     @classmethod
-    def from_times(cls, times_s: list[float], threads: int, batch: int) -> LatencyStats:
+    def from_times(
+        cls, times_s: list[float], threads: int, batch: int, backend: str = "torch"
+    ) -> LatencyStats:
         ms = sorted(t * 1e3 for t in times_s)
         q = statistics.quantiles(ms, n=20, method="inclusive") if len(ms) > 1 else ms * 19
         quart = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else ms * 3
@@ -55,6 +65,7 @@ class LatencyStats:
             threads=threads,
             batch_size=batch,
             repeats=len(ms),
+            backend=backend,
         )
 
 
@@ -83,11 +94,72 @@ def forward_fn(model: nn.Module, example_inputs: Inputs) -> Callable[[], Any]:
     return lambda: model(*args, **kwargs)
 
 
+def check_backend(backend: str) -> str:
+    """``backend`` if it names torch or a registered runtime, else ``ConfigError``."""
+    from ..runtime import backend_names
+
+    known = ["torch", *backend_names()]
+    if backend not in known and not _is_format(backend):
+        raise ConfigError(
+            f"unknown backend {backend!r}{suggest(backend, known)}; choose one of "
+            f"{', '.join(known)}."
+        )
+    return backend
+
+
+def _is_format(name: str) -> bool:
+    from ..runtime.backends import BACKENDS
+
+    return name in BACKENDS
+
+
+def _runtime_name(model: Any, backend: str) -> str:
+    if isinstance(model, nn.Module):
+        if backend == "torch":
+            return "torch"
+        from ..runtime import get_backend
+
+        return get_backend(backend).runtime
+    return model.runtime
+
+
+@contextlib.contextmanager
+def timed_calls(models: list[Any], example_inputs: Inputs, backend: str, threads: int):
+    """A zero-argument call per model, ready to time: a forward in eval mode and inference
+    mode for a module on torch; a runtime session otherwise (modules exported first, into a
+    folder removed afterwards). Thread count fixed while the block runs."""
+    from ..runtime import ExportResult, export, get_backend
+
+    with contextlib.ExitStack() as stack:
+        calls = []
+        tmp = None
+        for i, model in enumerate(models):
+            if isinstance(model, nn.Module) and backend == "torch":
+                stack.enter_context(eval_mode(model))
+                calls.append(forward_fn(model, example_inputs))
+                continue
+            if isinstance(model, nn.Module):
+                if tmp is None:
+                    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                suffix = get_backend(backend).suffix
+                model = export(model, example_inputs, tmp / f"model{i}{suffix}", backend)
+            elif not isinstance(model, ExportResult):
+                raise InputError(
+                    f"expected a torch.nn.Module or an ExportResult (from slimtorch.export or "
+                    f"slimtorch.quantize), got {type(model).__name__}."
+                )
+            calls.append(model.load(threads).prepared(model.inputs(example_inputs)))
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(fixed_threads(threads))
+        yield calls
+
+
 def benchmark(
-    model: nn.Module,
+    model: Any,
     example_inputs: Inputs,
     threads: int | None = None,
     *,
+    backend: str = "torch",
     warmup: int = 5,
     repeats: int = 30,
     min_time_s: float = 0.0,
@@ -98,11 +170,14 @@ def benchmark(
     each module's mode and torch's thread setting are restored afterwards.
 
     Args:
-        model: the model to time.
+        model: the model to time, or an ``ExportResult`` (an exported file, timed on its
+            runtime).
         example_inputs: a tensor, tuple or dict of inputs; dim 0 of the first tensor is
             reported as the batch size.
         threads: intra-op threads; 1 stands for a single-core low-power device, ``None``
             uses what torch uses now.
+        backend: ``"torch"``, or a runtime the model is exported to and timed on:
+            ``"onnxruntime"``, ``"executorch"`` (XNNPACK), ``"openvino"``.
         warmup: untimed runs first (allocator, oneDNN primitive caches).
         repeats: timed runs; more runs are made until ``min_time_s`` has passed.
         min_time_s: minimum total timed duration.
@@ -115,18 +190,19 @@ def benchmark(
         >>> stats.threads
         1
     """
-    check_model(model)
+    if not hasattr(model, "runtime"):
+        check_model(model)
+    check_backend(backend)
     n_threads = check_threads(threads)
     check_int("repeats", repeats)
-    with eval_mode(model), torch.inference_mode(), fixed_threads(n_threads):
-        run_forward(model, example_inputs)  # a failing forward is named before timing
-        (times,) = interleaved_times(
-            [forward_fn(model, example_inputs)],
-            warmup=warmup,
-            rounds=repeats,
-            min_time_s=min_time_s,
-        )
-    return LatencyStats.from_times(times, n_threads, _batch_size(example_inputs))
+    if isinstance(model, nn.Module):
+        with eval_mode(model), torch.inference_mode():
+            run_forward(model, example_inputs)  # a failing forward is named before timing
+    with timed_calls([model], example_inputs, backend, n_threads) as calls:
+        (times,) = interleaved_times(calls, warmup=warmup, rounds=repeats, min_time_s=min_time_s)
+    return LatencyStats.from_times(
+        times, n_threads, _batch_size(example_inputs), _runtime_name(model, backend)
+    )
 
 
 @dataclass(frozen=True)
@@ -141,8 +217,9 @@ class Comparison:
         table = [
             (
                 r["name"],
-                human(r["params"]),
-                human(r["macs"]),
+                r.get("backend", "torch"),
+                "-" if r["params"] is None else human(r["params"]),
+                "-" if r["macs"] is None else human(r["macs"]),
                 f"{r['median_ms']:.2f}",
                 f"{r['p90_ms']:.2f}",
                 f"{r['median_ms'] / base:.2f}x",
@@ -150,7 +227,7 @@ class Comparison:
             for r in self.rows
         ]
         title = f"latency at {self.threads} thread(s), interleaved runs"
-        headers = ("model", "params", "MACs", "median ms", "p90 ms", "vs first")
+        headers = ("model", "backend", "params", "MACs", "median ms", "p90 ms", "vs first")
         return format_table(headers, table, title)
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,10 +235,11 @@ class Comparison:
 
 
 def compare(
-    models: Mapping[str, nn.Module],
+    models: Mapping[str, Any],
     example_inputs: Inputs,
     threads: int | None = None,
     *,
+    backend: str = "torch",
     warmup: int = 3,
     rounds: int = 20,
     per_round: int = 1,
@@ -169,9 +247,11 @@ def compare(
     """Measures several models in interleaved runs (A B A B ...), so the machine's drift cancels.
 
     Args:
-        models: name -> model; the first is the baseline of the ratio column.
+        models: name -> model (or ``ExportResult``, timed on its runtime); the first is the
+            baseline of the ratio column.
         example_inputs: inputs given to every model.
         threads: intra-op threads (see ``benchmark``).
+        backend: where modules run (see ``benchmark``); files run on their own runtime.
         warmup: untimed runs of each model before the first round.
         rounds: rounds; each round times every model ``per_round`` times.
 
@@ -190,21 +270,28 @@ def compare(
     if not models:
         raise ConfigError("compare() got no models; pass a dict such as {'resnet50': model}.")
     n_threads = check_threads(threads)
-    reports = {name: analyze(check_model(m), example_inputs) for name, m in models.items()}
-    with contextlib.ExitStack() as stack:
-        for m in models.values():
-            stack.enter_context(eval_mode(m))
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(fixed_threads(n_threads))
-        runs = [forward_fn(m, example_inputs) for m in models.values()]
+    check_backend(backend)
+    reports = {
+        name: analyze(check_model(m), example_inputs)
+        for name, m in models.items()
+        if not hasattr(m, "runtime")
+    }
+    with timed_calls(list(models.values()), example_inputs, backend, n_threads) as runs:
         measured = interleaved_times(runs, warmup=warmup, rounds=rounds, per_round=per_round)
         times = dict(zip(models, measured))
     batch = _batch_size(example_inputs)
     rows = []
-    for name in models:
-        stats = LatencyStats.from_times(times[name], n_threads, batch)
+    for name, model in models.items():
+        stats = LatencyStats.from_times(
+            times[name], n_threads, batch, _runtime_name(model, backend)
+        )
+        report = reports.get(name)
         rows.append(
-            {"name": name, "params": reports[name].params, "macs": reports[name].macs}
+            {
+                "name": name,
+                "params": report.params if report else None,
+                "macs": report.macs if report else None,
+            }
             | asdict(stats)
         )
     return Comparison(rows, n_threads)
