@@ -77,6 +77,13 @@ def test_forbidden_imports():
     assert not {k: v for k, v in bad.items() if v}, bad
 
 
+def test_recipes_sit_on_top():
+    # recipe runs every other package's public functions; only the CLI and the demo run it
+    graph = package_graph()
+    users = {src for src, dsts in graph.items() if "recipe" in dsts}
+    assert users <= {"_cli", "demo", "__init__", "cli"}, users
+
+
 def test_no_cycle_between_packages():
     graph = package_graph()
     # Root modules (cli, demo, __init__) sit on top and may import anything; helpers

@@ -25,6 +25,7 @@ from .errors import (
     InputError,
     ModelSpecError,
     PruneError,
+    RecipeError,
     SlimTorchError,
     TraceError,
 )
@@ -62,6 +63,7 @@ from .prune.weights import (
     sparsity,
     zeroed_channels,
 )
+from .recipe import RunResult, run_recipe
 from .runtime import ExportResult, export, quantize, register_backend
 from .train import FinetuneOptions, FinetuneResult, IterativePruning, IterativeResult, finetune
 
@@ -109,6 +111,8 @@ __all__ = [
     "ModelReport",
     "ModelSpecError",
     "PruneError",
+    "RecipeError",
+    "RunResult",
     "SlimTorchError",
     "TraceError",
     "FinetuneOptions",
@@ -132,6 +136,7 @@ __all__ = [
     "register_rule",
     "register_surgery",
     "regularizer",
+    "run_recipe",
     "save",
     "search",
     "simd_channels",

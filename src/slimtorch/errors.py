@@ -16,6 +16,7 @@ __all__ = [
     "InputError",
     "ModelSpecError",
     "PruneError",
+    "RecipeError",
     "SlimTorchError",
     "TraceError",
 ]
@@ -71,3 +72,16 @@ class CheckpointError(SlimTorchError, ValueError):
 
 class ExportError(SlimTorchError, ValueError):
     """A model does not export to a deployment runtime, or its export computes something else."""
+
+
+class RecipeError(ConfigError):
+    """A recipe is invalid; ``problems`` lists every problem found, each with its place.
+
+    Attributes:
+        problems: one line per problem (``steps[2].prune_channels.spedup: ...``).
+    """
+
+    def __init__(self, problems: list[str], source: str = "recipe") -> None:
+        lines = "\n".join(f"  {i}. {p}" for i, p in enumerate(problems, 1))
+        super().__init__(f"{source}: {len(problems)} problem(s):\n{lines}")
+        self.problems = problems

@@ -13,13 +13,11 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import ConfigError
 from ..io.slim import load, save
 from ..io.spec import load_model
-from ..train import FinetuneOptions, accuracy, digits, finetune, image_folder, mnist1d
+from ..train import FinetuneOptions, accuracy, finetune
+from ..train.data import builtin_data
 from ._common import check_output
-
-BUILTIN = {"digits": digits, "mnist1d": mnist1d}
 
 
 def _model(spec: str, trust_code: bool) -> nn.Module:
@@ -30,14 +28,7 @@ def _model(spec: str, trust_code: bool) -> nn.Module:
 
 def _data(args: argparse.Namespace) -> tuple[Any, Any]:
     """Training data and a test split (None for a folder)."""
-    if args.data in BUILTIN:
-        return BUILTIN[args.data]("train"), BUILTIN[args.data]("test")
-    if not os.path.isdir(args.data):
-        raise ConfigError(
-            f"--data {args.data!r} is neither a built-in data set ({', '.join(BUILTIN)}) nor a "
-            "folder of CLASS/IMAGE files."
-        )
-    return image_folder(args.data, args.image_size), None
+    return builtin_data(args.data, args.image_size)
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:

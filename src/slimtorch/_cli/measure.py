@@ -1,4 +1,4 @@
-"""``slimtorch analyze``, ``bench`` and ``demo``."""
+"""``slimtorch analyze`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -51,13 +51,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
-
-    run_demo(rounds=args.rounds)
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="parameters, MACs, size and receptive field per layer")
     p.add_argument("model", help="torchvision:NAME, timm:NAME, file.slim or pkg.module:factory")
@@ -85,7 +78,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("demo", help="the end-to-end example on an embedded default")
-    p.add_argument("--rounds", type=int, default=10)
-    p.set_defaults(func=cmd_demo)

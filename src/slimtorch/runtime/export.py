@@ -85,6 +85,14 @@ class ExportResult:
         out["kwarg_order"] = list(self.kwarg_order)
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportResult:
+        """The result ``to_dict`` wrote (the file itself is not read until ``load``)."""
+        data = dict(data)
+        data["path"] = Path(data["path"])
+        data["kwarg_order"] = tuple(data.get("kwarg_order", ()))
+        return cls(**data)
+
 
 def flat_inputs(example_inputs: Inputs, kwarg_order: tuple[str, ...] = ()) -> list[torch.Tensor]:
     """The tensors of ``example_inputs``: positional ones first, then keyword ones in

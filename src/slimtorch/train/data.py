@@ -191,3 +191,19 @@ def accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> float
     finally:
         model.train(was_training)
     return correct / max(total, 1)
+
+
+BUILTIN = {"digits": digits, "mnist1d": mnist1d}
+
+
+def builtin_data(name: str, image_size: int = 32) -> tuple[Dataset, Dataset | None]:
+    """``(train, test)`` of a built-in data set (``digits``, ``mnist1d``), or ``(folder,
+    None)`` for a folder of ``CLASS/IMAGE`` files resized to ``image_size``."""
+    if name in BUILTIN:
+        return BUILTIN[name]("train"), BUILTIN[name]("test")
+    if not os.path.isdir(name):
+        raise ConfigError(
+            f"data {name!r} is neither a built-in data set ({', '.join(BUILTIN)}) nor a "
+            "folder of CLASS/IMAGE files."
+        )
+    return image_folder(name, image_size), None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["digits_cnn", "digits_resnet", "mnist1d_cnn", "mnist1d_resnet"]
+__all__ = ["digits_cnn", "digits_resnet", "digits_vit", "mnist1d_cnn", "mnist1d_resnet"]
 
 
 def _block2d(cin: int, cout: int) -> list[nn.Module]:
@@ -105,3 +105,17 @@ def mnist1d_resnet(num_classes: int = 10, width: int = 32, blocks: int = 3) -> n
         nn.Flatten(),
         nn.Linear(2 * width * 10, num_classes),
     )
+
+
+def digits_vit(num_classes: int = 10, layers: int = 6, dim: int = 64, heads: int = 4) -> nn.Module:
+    """A small torchvision ViT for 1x8x8 digits (2x2 patches, 16 tokens + class token):
+    input ``(B, 1, 8, 8)``, logits ``(B, num_classes)``. Its encoder layers are what depth
+    pruning removes in the shipped transformer recipe."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    model = VisionTransformer(
+        image_size=8, patch_size=2, num_layers=layers, num_heads=heads, hidden_dim=dim,
+        mlp_dim=2 * dim, num_classes=num_classes,
+    )  # fmt: skip
+    model.conv_proj = nn.Conv2d(1, dim, kernel_size=2, stride=2)  # one input channel
+    return model
