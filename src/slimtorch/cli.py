@@ -12,7 +12,17 @@ from .errors import SlimTorchError
 __all__ = ["main"]
 
 # Modules under slimtorch._cli; each adds its subcommands with register(subparsers).
-COMMAND_MODULES = ["measure", "prune", "weights", "convert", "finetune", "search", "export", "run"]
+COMMAND_MODULES = [
+    "measure",
+    "prune",
+    "weights",
+    "convert",
+    "finetune",
+    "search",
+    "export",
+    "run",
+    "report",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -170,6 +170,7 @@ class _Run:
     warnings: list[str] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    log: Callable[[str], None] = print
 
     def calib(self, n: int = 256) -> list[torch.Tensor]:
         if self.train is None:
@@ -225,6 +226,16 @@ STEP_RUNNERS: Registry[Callable[[_Run, Step], tuple[nn.Module | None, str]]] = R
 )
 
 
+def _shrunk(before: dict[str, int], after: dict[str, int]) -> str:
+    from ..report.table import human
+
+    return ", ".join(
+        f"{k} {human(before[k])} -> {human(after[k])} ({after[k] / before[k]:.2f}x)"
+        for k in ("macs", "params")
+        if before.get(k) and k in after
+    )
+
+
 def _kwargs(step: Step) -> dict[str, Any]:
     """The options the recipe gave, as validated (tuples where the dataclass has tuples)."""
     return {k: getattr(step.options, k) for k in step.given}
@@ -254,7 +265,7 @@ def _prune_channels(run: _Run, step: Step):
         kw["data"] = run.calib()
     r = prune_channels(run.model, run.x, **kw)
     run.warnings += [f"prune_channels: {w}" for w in r.warnings]
-    return r.model, r.summary()
+    return r.model, _shrunk(r.before, r.after)
 
 
 @STEP_RUNNERS.register("prune_weights")
@@ -273,7 +284,10 @@ def _prune_layers(run: _Run, step: Step):
 
     r = prune_layers(run.model, run.x, data=run.calib(), **_kwargs(step))
     run.warnings += [f"prune_layers: {w}" for w in r.warnings]
-    return r.model, r.summary()
+    removed = r.plan.get("layers", {}).get("removed", [])
+    return r.model, f"removed {', '.join(map(str, removed)) or 'no block'}; " + _shrunk(
+        r.before, r.after
+    )
 
 
 @STEP_RUNNERS.register("search")
@@ -308,7 +322,8 @@ def _finetune(run: _Run, step: Step):
 @STEP_RUNNERS.register("benchmark")
 def _benchmark(run: _Run, step: Step):
     o = step.options
-    lines = []
+    lines: list[str] = []
+    short: list[str] = []
     for threads in o.threads:
         t = torch.get_num_threads() if threads == "all" else threads
         for backend in o.backends:
@@ -328,13 +343,19 @@ def _benchmark(run: _Run, step: Step):
                     x for x in row["latency"] if (x["backend"], x["threads"]) != (r["backend"], t)
                 ] + [{k: r[k] for k in ("backend", "threads", "median_ms", "p90_ms", "iqr_ms")}]
             lines.append(str(table))
+            run.log(f"{table}\n")
+            base = table.rows[0]["median_ms"]
+            short.append(
+                f"{backend} {t}t: "
+                + ", ".join(f"{r['name']} {base / r['median_ms']:.2f}x" for r in table.rows[1:])
+            )
     if o.breakdown:
         run.extra["breakdown"] = {
             name: [{"layer": n, "ms": ms} for n, ms in layer_times(m, run.x, 1)[:30]]
             for name, m in (("original", run.baseline), ("compressed", run.model))
             if m is not None
         }
-    return None, "\n\n".join(lines)
+    return None, "speed-up vs original: " + "; ".join(short)
 
 
 @STEP_RUNNERS.register("export")
@@ -464,7 +485,7 @@ def run_recipe(
     trust = ":" in parsed.model and prefix not in ("torchvision", "timm", "hf")
     net = load(parsed.model) if parsed.model.endswith(".slim") else load_model(parsed.model)
     train, test = builtin_data(parsed.data, parsed.image_size) if parsed.data else (None, None)
-    run = _Run(parsed, out, net.eval(), _inputs(parsed, net, train), train, test, trust)
+    run = _Run(parsed, out, net.eval(), _inputs(parsed, net, train), train, test, trust, log=log)
     done = state["done"]
     first_change = next(
         (
@@ -484,6 +505,7 @@ def run_recipe(
             else:
                 run.baseline = run.model
                 save(run.model, out / "baseline.slim")
+            run.rows.pop("model", None)  # the row of the model before: now "original"
             if "original" not in run.rows:
                 run.row("original", run.baseline)
         if i < len(done):

@@ -138,6 +138,9 @@ def _load_onnx(path: Path, threads: int) -> Session:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    # idle worker threads spin for a while after each run by default: with several sessions
+    # timed in turn (compare), one session's spinning threads would slow down the next
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
 
