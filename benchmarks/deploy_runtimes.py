@@ -123,7 +123,7 @@ def main() -> None:
             speed.append(f"{base[c] / ms:>9.2f}x" if ms and base[c] else f"{'-':>10}")
         lines.append(f"{'best/orig':<12} " + " ".join(speed))
         lines.append("")
-        print("\n".join(lines[-6:]), flush=True)
+        print("\n".join(lines[-7:]), flush=True)
     print("\n".join(lines))
 
 

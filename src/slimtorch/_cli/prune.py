@@ -62,7 +62,7 @@ def cmd_prune_layers(args: argparse.Namespace) -> int:
     x = example_input(args.model, model, args.input)
     data = None
     if args.data:
-        from .finetune import BUILTIN
+        from ..train.data import BUILTIN
 
         if args.data not in BUILTIN:
             raise ConfigError(f"--data {args.data!r} is not one of {', '.join(BUILTIN)}")
