@@ -1,18 +1,21 @@
 """The run record of a compression run (``RUN_DIR/run.json``): reading it and checking it.
 
 The recipe runner writes the record; ``report.html`` renders it. Only ``title`` and ``models``
-are required; every other section may be missing or null. ``check_run`` lists every problem
-of a record at once, each naming the offending key.
+are required; every other section may be missing or null, and keys the report does not know
+are ignored. The record is checked with pydantic, one model a section; ``check_run`` lists
+every problem of a record at once, each naming the offending key and what it must be.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import pydantic
+from pydantic_core import PydanticCustomError
 
 from ..errors import ConfigError, FormatError
 
@@ -29,15 +32,125 @@ def column_label(key: Column) -> str:
     return f"{backend}, {threads} thread{'s' if threads != 1 else ''}{', int8' if int8 else ''}"
 
 
-def _num(value: object) -> bool:
-    """A finite JSON number (``NaN`` parses, but cannot be drawn or compared)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+_OWN = {"must", "rule", "model_type"}  # the problems that name their key
 
 
-def _pairs(value: object) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(p, list | tuple) and len(p) == 2 and all(map(_num, p)) for p in value
+def _must(what: str) -> pydantic.WrapValidator:
+    """The value's check; a failure is one problem, "it must be WHAT", unless every problem
+    is of a key inside the value (a field of a list's item), reported there."""
+
+    def check(value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except pydantic.ValidationError as exc:
+            if all(e["loc"] and e["type"] in _OWN for e in exc.errors()):
+                raise
+            raise PydanticCustomError("must", "{what}", {"what": what}) from None
+
+    return pydantic.WrapValidator(check)
+
+
+# A finite JSON number (NaN parses, but cannot be drawn or compared). The sections are strict
+# (an int is no string, a bool no number); a pair may be a tuple or a list.
+_Num = Annotated[float, pydantic.AllowInfNan(False)]
+_Pairs = list[Annotated[tuple[_Num, _Num], pydantic.Strict(False)]]
+Text = Annotated[str, _must("a string")]
+Int = Annotated[int, _must("an integer")]
+Number = Annotated[_Num, _must("a finite number")]
+Fraction = Annotated[_Num, pydantic.Field(ge=0, le=1), _must("a fraction in 0..1 (0.93 for 93%)")]
+
+
+class _Section(pydantic.BaseModel):
+    """A missing key is a null one (both read "missing" when required); unknown keys pass."""
+
+    model_config = pydantic.ConfigDict(strict=True)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _missing_is_null(cls, data: Any) -> Any:
+        return {**dict.fromkeys(cls.model_fields), **data} if isinstance(data, Mapping) else data
+
+
+class Timing(_Section):
+    backend: Text
+    threads: Int
+    median_ms: Number
+    p90_ms: Number | None = None
+    iqr_ms: Number | None = None
+    int8: Annotated[bool, _must("true or false")] | None = None
+
+
+class ModelRow(_Section):
+    name: Text
+    params: Int | None = None
+    macs: Int | None = None
+    size_bytes: Int | None = None
+    accuracy: Fraction | None = None
+    latency: Annotated[list[Timing], _must("a list of timings")] | None = None
+
+    @pydantic.field_validator("latency")
+    @classmethod
+    def _one_timing_a_column(cls, timings: list[Timing] | None) -> list[Timing] | None:
+        keys = [(t.backend, t.threads, bool(t.int8)) for t in timings or ()]
+        if twice := sorted({k for k in keys if keys.count(k) > 1}, key=keys.index):
+            columns = " and of ".join(map(column_label, twice))
+            raise PydanticCustomError("rule", "has two timings of {columns}", {"columns": columns})
+        return timings
+
+
+class Width(_Section):
+    layer: Text
+    before: Int
+    after: Int
+
+
+class LayerCost(_Section):
+    layer: Text
+    ms: Number
+
+
+class Pareto(_Section):
+    points: Annotated[_Pairs, _must("a list of [x, y] number pairs")] | None = None
+    front: Annotated[_Pairs, _must("a list of [x, y] number pairs")] | None = None
+    target_ms: Number | None = None
+    original_ms: Number | None = None
+
+
+class Step(_Section):
+    step: Text
+    seconds: Number | None = None
+    summary: Text | None = None
+
+
+_Costs = Annotated[list[LayerCost], _must("a list of {layer, ms}")]
+_Curve = Annotated[_Pairs, _must("a list of [sparsity, metric] pairs")]
+
+
+class Run(_Section):
+    title: Text
+    recipe: Text | None = None
+    created: Text | None = None
+    models: Annotated[
+        list[ModelRow], pydantic.Field(min_length=1), _must("a non-empty list of models")
+    ]
+    widths: Annotated[list[Width], _must("a list of {layer, before, after}")] | None = None
+    breakdown: Annotated[dict[str, _Costs], _must("an object {model: [{layer, ms}]}")] | None = None
+    pareto: Annotated[Pareto, _must("an object {points, front, target_ms}")] | None = None
+    sensitivity: Annotated[dict[str, _Curve], _must("an object {layer: [[s, m]]}")] | None = None
+    steps: Annotated[list[Step], _must("a list of {step, seconds, summary}")] | None = None
+    warnings: Annotated[list[Text], _must("a list of strings")] | None = None
+
+
+_KEYED = ("breakdown", "sensitivity")  # sections keyed by model or layer name
+
+
+def _where(loc: tuple[str | int, ...]) -> str:
+    """``run.title``, ``models[0].latency[1].median_ms``, ``breakdown['pruned'][2].ms``."""
+    path = "run" + "".join(
+        f"[{p!r}]" if isinstance(p, int) or (i == 1 and loc[0] in _KEYED) else f".{p}"
+        for i, p in enumerate(loc)
     )
+    return path if len(loc) <= 1 else path.removeprefix("run.")
 
 
 def _show(value: object) -> str:
@@ -45,104 +158,23 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _check_fields(item: object, where: str, fields: Mapping[str, tuple]) -> list[str]:
-    """Problems of one JSON object: ``fields`` maps a key to (check, what, required)."""
-    if not isinstance(item, dict):
-        return [f"{where} must be an object, not {type(item).__name__}"]
-    out = []
-    for key, (check, what, required) in fields.items():
-        value = item.get(key)
-        if value is None:
-            if required:
-                out.append(f"{where}.{key} is missing; it must be {what}")
-        elif not check(value):
-            out.append(f"{where}.{key} is {_show(value)}; it must be {what}")
-    return out
-
-
-_TEXT = (lambda v: isinstance(v, str), "a string")
-_NUMBER = (_num, "a finite number")
-_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
-_MODEL = {
-    "name": (*_TEXT, True),
-    "params": (*_INT, False),
-    "macs": (*_INT, False),
-    "size_bytes": (*_INT, False),
-    "accuracy": (lambda v: _num(v) and 0 <= v <= 1, "a fraction in 0..1 (0.93 for 93%)", False),
-    "latency": (lambda v: isinstance(v, list), "a list of timings", False),
-}
-_TIMING = {
-    "backend": (*_TEXT, True),
-    "threads": (*_INT, True),
-    "median_ms": (*_NUMBER, True),
-    "p90_ms": (*_NUMBER, False),
-    "iqr_ms": (*_NUMBER, False),
-    "int8": (lambda v: isinstance(v, bool), "true or false", False),
-}
-_SECTIONS = {
-    "title": (*_TEXT, True),
-    "recipe": (*_TEXT, False),
-    "created": (*_TEXT, False),
-    "models": (lambda v: isinstance(v, list) and v, "a non-empty list of models", True),
-    "widths": (lambda v: isinstance(v, list), "a list of {layer, before, after}", False),
-    "breakdown": (lambda v: isinstance(v, dict), "an object {model: [{layer, ms}]}", False),
-    "pareto": (lambda v: isinstance(v, dict), "an object {points, front, target_ms}", False),
-    "sensitivity": (lambda v: isinstance(v, dict), "an object {layer: [[s, m]]}", False),
-    "steps": (lambda v: isinstance(v, list), "a list of {step, seconds, summary}", False),
-    "warnings": (lambda v: isinstance(v, list), "a list of strings", False),
-}
-_PAIRS = (_pairs, "a list of [x, y] number pairs")
-_PARETO = {
-    "points": (*_PAIRS, False),
-    "front": (*_PAIRS, False),
-    "target_ms": (*_NUMBER, False),
-    "original_ms": (*_NUMBER, False),
-}
-
-
-def _part(run: Mapping, key: str, kind: type) -> Any:
-    """``run[key]`` if it has the right type, else an empty one (``check_run`` said why)."""
-    value = run.get(key)
-    return value if isinstance(value, kind) else kind()
+def _problem(error: Mapping[str, Any]) -> str:
+    where, value = _where(error["loc"]), error.get("input")
+    if error["type"] == "model_type":
+        return f"{where} must be an object, not {type(value).__name__}"
+    if error["type"] == "must":
+        missing = value is None and not where.endswith("]")  # a key, not an item, is missing
+        return f"{where} is {'missing' if missing else _show(value)}; it must be {error['msg']}"
+    return f"{where} {error['msg']}"
 
 
 def check_run(run: object) -> list[str]:
     """Every problem of a run record, one message each (empty when it can be rendered)."""
-    out = _check_fields(run, "run", _SECTIONS)
-    if not isinstance(run, dict):
-        return out
-    for i, model in enumerate(_part(run, "models", list)):
-        out += _check_fields(model, f"models[{i}]", _MODEL)
-        seen = set()
-        for j, t in enumerate(_part(model, "latency", list) if isinstance(model, dict) else []):
-            problems = _check_fields(t, f"models[{i}].latency[{j}]", _TIMING)
-            out += problems
-            key = None if problems else (t["backend"], t["threads"], bool(t.get("int8")))
-            if key in seen:
-                out.append(f"models[{i}].latency has two timings of {column_label(key)}")
-            seen.add(key)
-    width = {"layer": (*_TEXT, True), "before": (*_INT, True), "after": (*_INT, True)}
-    for i, w in enumerate(_part(run, "widths", list)):
-        out += _check_fields(w, f"widths[{i}]", width)
-    cost = {"layer": (*_TEXT, True), "ms": (*_NUMBER, True)}
-    for name, rows in _part(run, "breakdown", dict).items():
-        if not isinstance(rows, list):
-            out.append(f"breakdown[{name!r}] must be a list of {{layer, ms}}")
-            continue
-        for i, r in enumerate(rows):
-            out += _check_fields(r, f"breakdown[{name!r}][{i}]", cost)
-    if isinstance(run.get("pareto"), dict):
-        out += _check_fields(run["pareto"], "pareto", _PARETO)
-    for name, points in _part(run, "sensitivity", dict).items():
-        if not _pairs(points):
-            out.append(f"sensitivity[{name!r}] must be a list of [sparsity, metric] pairs")
-    step = {"step": (*_TEXT, True), "seconds": (*_NUMBER, False), "summary": (*_TEXT, False)}
-    for i, s in enumerate(_part(run, "steps", list)):
-        out += _check_fields(s, f"steps[{i}]", step)
-    for i, w in enumerate(_part(run, "warnings", list)):
-        if not isinstance(w, str):
-            out.append(f"warnings[{i}] is {_show(w)}; it must be a string")
-    return out
+    try:
+        Run.model_validate(run)
+    except pydantic.ValidationError as exc:
+        return [_problem(e) for e in exc.errors()]
+    return []
 
 
 def read_run(run_dir: str | os.PathLike) -> dict:
