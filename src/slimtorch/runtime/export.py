@@ -86,6 +86,22 @@ class ExportResult:
         return out
 
     @classmethod
+    def of(
+        cls,
+        path: Path,
+        backend: Backend,
+        worst: float,
+        rel: float,
+        began: float,
+        order: tuple[str, ...],
+        int8: bool = False,
+    ) -> ExportResult:
+        """The result for a file just written and checked (size read from disk)."""
+        size = sum(f.stat().st_size for f in model_files(path))
+        seconds = time.perf_counter() - began
+        return cls(path, backend.format, backend.runtime, size, worst, rel, seconds, int8, order)
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExportResult:
         """The result ``to_dict`` wrote (the file itself is not read until ``load``)."""
         data = dict(data)
@@ -223,10 +239,7 @@ def export(
     order = kwarg_order(program)
     worst = rel = math.nan
     if check:
-        with eval_mode(model), torch.no_grad():
-            reference = run_forward(model, example_inputs)
-        outputs = backend.load(path, torch.get_num_threads())(flat_inputs(example_inputs, order))
-        worst, rel = compare_outputs(reference, outputs)
+        reference, worst, rel = run_file(model, example_inputs, backend, path, order)
         scale = max(
             (float(t.abs().max()) for t in tree_flatten(reference)[0] if _nonempty(t)), default=0.0
         )
@@ -236,17 +249,17 @@ def export(
                 f"{backend.runtime} - torch| = {worst:.3g} (relative {rel:.3g}) > {atol:g} + "
                 f"{rtol:g} x {scale:.3g}. Pass check=False to keep it anyway, or report the model."
             )
-    size = sum(f.stat().st_size for f in model_files(path))
-    return ExportResult(
-        path,
-        backend.format,
-        backend.runtime,
-        size,
-        worst,
-        rel,
-        time.perf_counter() - began,
-        kwarg_order=order,
-    )
+    return ExportResult.of(path, backend, worst, rel, began, order)
+
+
+def run_file(
+    model: nn.Module, example_inputs: Inputs, backend: Backend, path: Path, order: tuple[str, ...]
+) -> tuple[Any, float, float]:
+    """PyTorch's outputs on the example inputs, and the file's (max abs, relative) error."""
+    with eval_mode(model), torch.no_grad():
+        reference = run_forward(model, example_inputs)
+    outputs = backend.load(path, torch.get_num_threads())(flat_inputs(example_inputs, order))
+    return reference, *compare_outputs(reference, outputs)
 
 
 def _nonempty(t: Any) -> bool:

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
@@ -33,8 +32,6 @@ from .._forward import (
     Inputs,
     calibration_batches,
     check_model,
-    eval_mode,
-    run_forward,
     split_inputs,
 )
 from ..errors import ConfigError, ExportError, InputError
@@ -43,11 +40,10 @@ from .export import (
     ExportResult,
     _first_line,
     capture,
-    compare_outputs,
     flat_inputs,
     kwarg_order,
-    model_files,
     resolve_format,
+    run_file,
 )
 
 __all__ = ["quantize"]
@@ -213,19 +209,5 @@ def quantize(
             f"{backend.format} int8 quantization failed: {_first_line(exc)}. Export the float "
             "model instead, or report the op it names."
         ) from exc
-    with eval_mode(model), torch.no_grad():
-        reference = run_forward(model, example_inputs)
-    outputs = backend.load(path, torch.get_num_threads())(flat_inputs(example_inputs, order))
-    worst, rel = compare_outputs(reference, outputs)
-    size = sum(f.stat().st_size for f in model_files(path))
-    return ExportResult(
-        path,
-        backend.format,
-        backend.runtime,
-        size,
-        worst if math.isfinite(worst) else math.nan,
-        rel,
-        time.perf_counter() - began,
-        int8=True,
-        kwarg_order=order,
-    )
+    _, worst, rel = run_file(model, example_inputs, backend, path, order)
+    return ExportResult.of(path, backend, worst, rel, began, order, int8=True)
