@@ -11,7 +11,7 @@ import torch
 
 from _zoo import INEXACT_BOUND, MAC_EXEMPT
 from slimtorch.edit import replace_module_
-from slimtorch.prune.channels.twins import TWINS
+from slimtorch.prune.channels.twins import twin_swaps
 
 # Pruning at ratio 0.5 must remove at least 30% of the MACs. Halving every prunable width
 # leaves about 25% of a CNN's MACs (measured 25-47% over torchvision's CNNs); a model above
@@ -47,9 +47,10 @@ MIN_SPREAD = 1e-3
 
 def zero_consumer_reference(model, plan):
     ref = copy.deepcopy(model)
-    for name in plan.get("swapped", []):  # modules prune_channels swapped for exact twins
-        module = ref.get_submodule(name)
-        replace_module_(ref, name, TWINS.get(type(module))(module), record=False)
+    swapped = set(plan.get("swapped", []))  # modules prune_channels swapped for exact twins
+    for name, twin in twin_swaps(ref):
+        if name in swapped:
+            replace_module_(ref, name, twin, record=False)
     tensors = dict(ref.named_parameters(remove_duplicate=False))
     with torch.no_grad():
         for group in plan["groups"]:

@@ -26,6 +26,7 @@ __all__ = [
     "GroupSet",
     "build_groups",
     "register_constraint",
+    "register_sized_split",
 ]
 
 
@@ -89,6 +90,18 @@ def register_constraint(
     return CONSTRAINTS.register(*types, override=override)
 
 
+SIZED_SPLITS: Registry[bool] = Registry("sized split", "class", inherit="same_forward")
+
+
+def register_sized_split(*types: type | str, override: bool = False) -> None:
+    """Declares that these modules split tensors by sizes read off their own parameters
+    (e.g. one BatchNorm per part), so each part of a split may keep its own count.
+    A split into fixed unequal sizes elsewhere is frozen, since the code would cut the
+    pruned tensor at the old positions."""
+    for t in types:
+        SIZED_SPLITS.add(t, True, override=override)
+
+
 def _constraint(module: nn.Module) -> Constraint | None:
     return CONSTRAINTS.lookup(type(module))
 
@@ -132,7 +145,11 @@ def build_groups(model: nn.Module, graph: ModelGraph, factor: str = "outer") -> 
 
     Where one dim is a product of several candidate factors, ``factor`` says which one is
     pruned: ``"outer"`` (heads, groups) or ``"inner"`` (head_dim, channels per group)."""
-    ctx = DimContext(graph).run()
+    ctx = DimContext(graph)
+    ctx.sized_splits = {
+        n for n, m in model.named_modules() if SIZED_SPLITS.lookup(type(m)) is not None
+    }
+    ctx.run()
     atoms = ctx.atoms
     tids = {}
     for t in graph.tensors.values():

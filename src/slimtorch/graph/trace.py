@@ -219,6 +219,11 @@ def _shapes(value: Any) -> Any:
 
 def _first_tid(rec: _Recorder, value: Any) -> int | None:
     """The tid of the first tensor in a module's (nested) inputs or outputs."""
+    if _is_tensor(value):  # the usual cases first: a tensor, or (tensors, {}) from a hook
+        return rec.tid_of.get(id(value))
+    head = value[0] if isinstance(value, tuple) and value else None
+    if isinstance(head, tuple) and head and _is_tensor(head[0]):
+        return rec.tid_of.get(id(head[0]))
     first = next((t for t in tree_flatten(value)[0] if _is_tensor(t)), None)
     return None if first is None else rec.tid_of.get(id(first))
 

@@ -12,6 +12,7 @@ from .dilated import (
 )
 from .lowrank import LowRankLinear, TuckerConv2d
 from .separable import DepthwiseSeparableConv2d, repeat_channels
+from .shuffle_stage import PieceBatchNorm, PrunableShuffleStage
 from .window_attention import PrunableWindowAttention
 
 __all__ = [
@@ -20,7 +21,9 @@ __all__ = [
     "DepthwiseSeparableConv2d",
     "GroupedConv2d",
     "LowRankLinear",
+    "PieceBatchNorm",
     "PrunableMultiheadAttention",
+    "PrunableShuffleStage",
     "PrunableWindowAttention",
     "TuckerConv2d",
     "build_module",

@@ -52,6 +52,9 @@ class DimContext:
         self.roles: dict[tuple[int, int], set[str]] = {}  # (param tid, dim) -> roles
         self.base: dict[int, tuple[int, list[int | None]]] = {}  # view tid -> (param tid, dims)
         self.conv_groups: dict[str, Layout] = {}  # conv module -> layout of its groups
+        # modules whose splits read their sizes from their own parameters, so that the
+        # parts of a split may keep different numbers of channels
+        self.sized_splits: set[str] = set()
         self.node: OpNode | None = None
 
     # -- access ----------------------------------------------------------------------------

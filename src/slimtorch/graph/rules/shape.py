@@ -185,7 +185,7 @@ def _split(ctx: DimContext, node: OpNode) -> None:
         # pruned tensor into equal parts again, so every part must keep the same indices.
         for o in node.outputs[1:]:
             ctx.unify(ctx.L(node.outputs[0], dim), ctx.L(o, dim))
-    elif packet is not aten.unbind:
+    elif packet is not aten.unbind and node.module not in ctx.sized_splits:
         reason = f"split into fixed unequal sizes {sizes} in '{node.module}'"
         ctx.freeze_dim(x, dim, reason)
 
