@@ -1,8 +1,8 @@
 """Oracle 1 over the model zoo: every torchvision classifier, a sample of timm and Hugging
 Face transformers. Each pruned model passes the strict oracle (``_oracle.check_pruned``: equal
 to the zero-consumer reference, or within the stated bound where a pruned group is inexact;
-at least 30% of the MACs removed) and reloads from a .slim file to identical outputs. The
-cases it rejects today are strict xfails listed in ``_zoo.XFAIL``."""
+at least 30% of the MACs removed, 55% for torchvision) and reloads from a .slim file to
+identical outputs. The cases it rejects today are strict xfails listed in ``_zoo.XFAIL``."""
 
 import pytest
 import timm
@@ -30,6 +30,9 @@ TV_NAMES = torchvision.models.list_models(module=torchvision.models)
 
 
 TV_SLOW = set(TV_NAMES) - torchvision_fast(TV_NAMES)
+# Every torchvision classifier keeps at most 45% of its MACs at ratio 0.5 (issue 9; the
+# largest measured 40%, regnet_y_32gf; ShuffleNetV2 x1_0 kept 46% before its twin).
+TV_MAX_MAC_RATIO = 0.45
 
 
 def _roundtrip(result, args, tmp_path):
@@ -45,7 +48,7 @@ def _roundtrip(result, args, tmp_path):
 def test_torchvision_zoo(name, tmp_path):
     model, x = torchvision_case(name)
     result = st.prune_channels(model, x, ratio=0.5)
-    check_pruned(model, result, x, name=f"torchvision:{name}")
+    check_pruned(model, result, x, name=f"torchvision:{name}", max_mac_ratio=TV_MAX_MAC_RATIO)
     _roundtrip(result, (x,), tmp_path)
 
 
