@@ -187,3 +187,17 @@ def test_user_loss_and_tuple_outputs():
 
     r = finetune(TupleNet(), blobs(), steps=2, loss_fn=loss_fn, batch_size=32, **QUIET)
     assert r.steps == 2 and seen == [tuple, tuple]
+
+
+def test_finetune_leaves_the_callers_rng_alone():
+    import random
+
+    data = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(3)]
+    model = nn.Linear(4, 2)
+    torch.manual_seed(123)
+    random.seed(7)
+    expected_t, expected_py = torch.rand(3), random.random()
+    torch.manual_seed(123)
+    random.seed(7)
+    finetune(model, data, steps=2, seed=5, progress=False)
+    assert torch.equal(torch.rand(3), expected_t) and random.random() == expected_py

@@ -16,7 +16,7 @@ import os
 import random
 import time
 import warnings as _warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -308,9 +308,25 @@ def finetune(
         raise ConfigError(f"checkpoint_dir={str(checkpoint_dir)!r} is a file; give a folder.")
     d = setup(opts.device)
     try:
-        return _finetune(student, data, teacher, opts, d, loss_fn, eval_fn, checkpoint_dir, resume)
+        with _own_rng(d):  # seeded for the run; the caller's RNG states come back after it
+            return _finetune(
+                student, data, teacher, opts, d, loss_fn, eval_fn, checkpoint_dir, resume
+            )
     finally:
         teardown(d)
+
+
+@contextlib.contextmanager
+def _own_rng(d: Dist) -> Iterator[None]:
+    """Restores the global torch, ``random`` and numpy RNG states afterwards."""
+    py, npy = random.getstate(), np.random.get_state()
+    devices = [d.device] if d.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
 
 
 def _finetune(
