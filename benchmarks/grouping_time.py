@@ -6,8 +6,10 @@ interleaved run by run) of slimtorch's
 shape-only meta trace) and of Torch-Pruning's ``DependencyGraph().build_dependency`` +
 ``get_all_groups`` (what its pruners do). Deep copies are counted alike: both columns
 without one, then both with ``copy.deepcopy`` of the model inside the timing (what
-``prune_channels`` does to leave its input untouched; Torch-Pruning prunes in place). Each
-tool works on its own copy of the model, so neither sees what the other left on it.
+``prune_channels`` does to leave its input untouched; Torch-Pruning prunes in place). Every
+run starts from a fresh copy of the model, so neither tool sees what an earlier run left on
+it (Torch-Pruning run again and again on one model object slows down several times over),
+and runs with the garbage collector paused, as ``timeit`` does.
 
 Run: python benchmarks/grouping_time.py [--models resnet50,mobilenet_v2] [--repeats 5]
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import statistics
 import time
 
@@ -43,16 +46,24 @@ def torch_pruning(model: torch.nn.Module, x: torch.Tensor, copy_first: bool) -> 
 
 
 def medians_s(model, x, repeats: int, copy_first: bool) -> tuple[float, float, int, int]:
-    """Both tools, interleaved run by run (each on its own copy of the model, so neither sees
-    what the other left on it), so that drift of the machine hits both alike."""
-    mine, theirs = copy.deepcopy(model), copy.deepcopy(model)
-    na, nb = ours(mine, x, copy_first), torch_pruning(theirs, x, copy_first)  # warm-up
+    """Both tools, interleaved run by run so that drift of the machine hits both alike. Each
+    run starts from a fresh copy of the model (made outside the timing, or inside it with
+    ``copy_first``), so that no tool sees what an earlier run left on it, and runs with the
+    garbage collector paused, as ``timeit`` does."""
+    na = ours(copy.deepcopy(model), x, copy_first)  # warm-up
+    nb = torch_pruning(copy.deepcopy(model), x, copy_first)
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        for fn, work, out in ((ours, mine, times[0]), (torch_pruning, theirs, times[1])):
-            start = time.perf_counter()
-            fn(work, x, copy_first)
-            out.append(time.perf_counter() - start)
+        for fn, out in ((ours, times[0]), (torch_pruning, times[1])):
+            work = model if copy_first else copy.deepcopy(model)
+            gc.collect()
+            gc.disable()
+            try:
+                start = time.perf_counter()
+                fn(work, x, copy_first)
+                out.append(time.perf_counter() - start)
+            finally:
+                gc.enable()
     return statistics.median(times[0]), statistics.median(times[1]), na, nb
 
 

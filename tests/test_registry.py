@@ -55,6 +55,18 @@ def test_class_keys_walk_the_mro_and_strings_name_classes():
     assert reg.list() == ["Base", "test_registry.OwnForward"]
 
 
+def test_a_class_lookup_sees_entries_added_and_removed_after_it():
+    reg = Registry("thing", "class")
+    reg.add(Base, "base")
+    assert reg.lookup(SameForward) == "base" and reg.lookup(nn.Linear, "none") == "none"
+    reg.add(SameForward, "own")  # a nearer entry, added after the lookups above
+    assert reg.lookup(SameForward) == "own" and reg.lookup(SameForward()) == "own"
+    reg.remove(SameForward)
+    assert reg.lookup(SameForward) == "base"
+    reg.remove(Base)
+    assert reg.lookup(SameForward) is None
+
+
 def test_same_forward_inherits_only_where_forward_is_kept():
     reg = Registry("rewrite", "class", inherit="same_forward")
     reg.add(Base, "base")

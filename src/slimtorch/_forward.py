@@ -69,7 +69,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         for m, flag in flags:
-            m.training = flag
+            if m.training is not flag:
+                m.training = flag
 
 
 def _shapes(value: Any) -> Any:

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, Literal, TypeVar
 
@@ -77,6 +78,9 @@ class Registry(Generic[V]):
             raise ValueError(f"unknown registry kind {kind!r}")
         self.what, self.kind, self.inherit, self.hint = what, kind, inherit, hint
         self._table: dict[Any, V] = {}
+        # class lookups, cleared on every change; weak, since some libraries make a class per
+        # instance (torch.fx's GraphModule)
+        self._by_class: weakref.WeakKeyDictionary[type, V | None] = weakref.WeakKeyDictionary()
 
     # -- registering ----------------------------------------------------------------------
     def _key(self, key: Any) -> Any:
@@ -113,6 +117,7 @@ class Registry(Generic[V]):
                     "; pass override=True to replace it."
                 )
         self._table[key] = value
+        self._by_class.clear()
         return value
 
     def register(self, *keys: Any, override: bool = False) -> Callable[[V], V]:
@@ -130,6 +135,7 @@ class Registry(Generic[V]):
     def remove(self, key: Any) -> None:
         """Drops ``key`` (for tests and for users replacing a built-in entry)."""
         self._table.pop(self._key(key), None)
+        self._by_class.clear()
 
     # -- looking up -----------------------------------------------------------------------
     def lookup(self, key: Any, default: V | None = None) -> V | None:
@@ -142,6 +148,13 @@ class Registry(Generic[V]):
                 value = self._table.get(key.overloadpacket)
             return default if value is None else value
         cls = key if isinstance(key, type) else type(key)
+        try:
+            value = self._by_class[cls]
+        except KeyError:
+            value = self._by_class[cls] = self._walk_mro(cls)
+        return default if value is None else value
+
+    def _walk_mro(self, cls: type) -> V | None:
         forward = getattr(cls, "forward", None)
         for base in cls.__mro__:
             value = self._table.get(base)
@@ -154,9 +167,9 @@ class Registry(Generic[V]):
                 and base is not cls
                 and getattr(base, "forward", None) is not forward
             ):
-                return default
+                return None
             return value
-        return default
+        return None
 
     def get(self, key: Any) -> V:
         """The value for ``key``; raises ``ConfigError`` naming the known keys."""

@@ -142,7 +142,7 @@ def meta_tensors(
                     continue
                 meta_t = meta_of.get(id(t))
                 if meta_t is None:
-                    meta_t = t.detach().to("meta")
+                    meta_t = _meta_like(t)
                     if isinstance(t, nn.Parameter):
                         meta_t = nn.Parameter(meta_t, t.requires_grad)
                     meta_of[id(t)] = meta_t

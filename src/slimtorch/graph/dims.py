@@ -101,11 +101,17 @@ class Atoms:
 
     # -- layouts -------------------------------------------------------------------------
     def seg_size(self, seg: Segment) -> int:
-        return math.prod(self.size[self.find(a)] for a in seg)
+        if len(seg) == 1:  # the common case: one atom (sizes of joined atoms agree)
+            return self.size[seg[0]]
+        return math.prod(self.size[a] for a in seg)
 
     def expand(self, layout: Layout) -> Layout:
         """Resolves refinements: products flatten in place, a split first factor splits
         the segment. Size-1 factors are dropped from products of larger ones."""
+        if len(layout) == 1 and len(layout[0]) == 1:  # the common case: one plain atom
+            r = self.find(layout[0][0])
+            if r not in self.refine:
+                return [(r,)]
         out: Layout = []
         stack = list(reversed(layout))
         while stack:
@@ -152,13 +158,16 @@ class Atoms:
                 ra, rb = rb, ra
             self.parent[rb] = ra  # ra keeps any refinement
             ok = True
-        self.flags.setdefault(ra, set()).update(self.flags.pop(rb, set()))
+        moved = self.flags.pop(rb, None)
+        if moved:
+            self.flags.setdefault(ra, set()).update(moved)
         if rb in self.frozen:
             self.freeze(ra, self.frozen.pop(rb))
         elif ra in self.frozen:
             self.freeze(ra, self.frozen[ra])
-        for name in list(self.flags.get(ra, ())):
-            self.flag(ra, name)
+        if ra in self.refine:  # flags reach the parts of a refined atom
+            for name in list(self.flags.get(ra, ())):
+                self.flag(ra, name)
         return ok
 
     def layout_size(self, layout: Layout) -> int:

@@ -190,8 +190,8 @@ def build_groups(model: nn.Module, graph: ModelGraph, factor: str = "outer") -> 
         )
 
     if factor == "outer":
-        for r in range(len(atoms.size)):
-            if atoms.find(r) == r and atoms.has(r, "score"):
+        for r in [r for r, names in atoms.flags.items() if "score" in names]:
+            if atoms.find(r) == r:
                 atoms.freeze(
                     r,
                     "summed over between two activations (attention head_dim of q.k); "
