@@ -26,7 +26,7 @@ import torch
 
 import slimtorch as st
 from slimtorch.graph.groups import build_groups
-from slimtorch.graph.trace import trace
+from slimtorch.graph.trace import needs_grad, trace
 from slimtorch.report.table import format_table
 
 DEFAULT = "resnet50,mobilenet_v2,vit_b_16,densenet121"
@@ -34,7 +34,7 @@ DEFAULT = "resnet50,mobilenet_v2,vit_b_16,densenet121"
 
 def ours(model: torch.nn.Module, x: torch.Tensor, copy_first: bool) -> int:
     work = copy.deepcopy(model) if copy_first else model
-    return len(build_groups(work, trace(work, x, grad=True, meta=True)).groups)
+    return len(build_groups(work, trace(work, x, grad=needs_grad(work), meta=True)).groups)
 
 
 def torch_pruning(model: torch.nn.Module, x: torch.Tensor, copy_first: bool) -> int:

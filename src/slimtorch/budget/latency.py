@@ -217,8 +217,8 @@ class LatencyModel:
         self.reference_ms = benchmark(
             reference, example_inputs, table.threads, repeats=15
         ).median_ms
-        layers = table.layers_ms(shapes)
-        self.rest_ms = max(self.reference_ms - layers, 0.0)
+        self.layers_ms = table.layers_ms(shapes)  # the reference's layers, by the table
+        self.rest_ms = max(self.reference_ms - self.layers_ms, 0.0)
         self.volume = max(sum(s.out_elements() for s in shapes.values()), 1)
 
     def predict_ms(self, model: nn.Module) -> float:

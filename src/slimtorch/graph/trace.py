@@ -23,7 +23,7 @@ from .._forward import Inputs, ModuleStack, check_model, eval_mode, forward_erro
 from ..errors import ForwardError
 from ._meta import meta_shortcut, meta_tensors, swapped
 
-__all__ = ["ModelGraph", "ModuleCall", "OpNode", "TensorInfo", "TensorRef", "trace"]
+__all__ = ["ModelGraph", "ModuleCall", "OpNode", "TensorInfo", "TensorRef", "needs_grad", "trace"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +226,22 @@ def _first_tid(rec: _Recorder, value: Any) -> int | None:
         return rec.tid_of.get(id(head[0]))
     first = next((t for t in tree_flatten(value)[0] if _is_tensor(t)), None)
     return None if first is None else rec.tid_of.get(id(first))
+
+
+# Modules whose eval-mode forward takes a fused kernel when autograd is off, hiding the
+# projections that pruning edits (nn.MultiheadAttention's fast path, the encoder layer's).
+_FUSED_WITHOUT_GRAD: tuple[type, ...] = (
+    nn.MultiheadAttention,
+    nn.TransformerEncoderLayer,
+    nn.TransformerEncoder,
+)
+
+
+def needs_grad(model: nn.Module) -> bool:
+    """Whether ``model`` must be traced with ``grad=True`` to see every op it runs: it holds
+    a module whose forward takes a fused path when autograd is off. Tracing without autograd
+    is faster; a fused op that is traced anyway freezes the dims it touches."""
+    return any(isinstance(m, _FUSED_WITHOUT_GRAD) for m in model.modules())
 
 
 def trace(

@@ -72,7 +72,25 @@ class DimContext:
 
     def same(self, a: int | TensorRef, da: int, b: int | TensorRef, db: int) -> None:
         if self.shape(a)[da] == self.shape(b)[db]:
-            self.atoms.unify(self.L(a, da), self.L(b, db))
+            self._couple(a, da, b, db)
+
+    def _couple(self, a: int | TensorRef, da: int, b: int | TensorRef, db: int) -> None:
+        # Two dims of one size become one index space. A dim not seen yet (an op's fresh
+        # output, nearly always) takes the other's layout as it is: the same as unifying it
+        # with fresh atoms, without making and joining them.
+        kb = self._key(b, db)
+        if kb not in self.layouts:
+            self.layouts[kb] = self.L(a, da)
+            return
+        ka = self._key(a, da)
+        if ka not in self.layouts:
+            self.layouts[ka] = self.layouts[kb]
+            return
+        self.atoms.unify(self.layouts[ka], self.layouts[kb])
+
+    def _key(self, t: int | TensorRef, dim: int) -> tuple[int, int]:
+        tid = t.tid if isinstance(t, TensorRef) else t
+        return tid, dim % len(self.graph.tensors[tid].shape)
 
     def unify(self, left: Layout, right: Layout) -> None:
         self.atoms.unify(left, right)
@@ -137,7 +155,7 @@ class DimContext:
             off = len(oshape) - len(shape)
             for d, n in enumerate(shape):
                 if off + d >= 0 and n == oshape[off + d] and n > 1:
-                    self.unify(self.L(t, d), self.L(out, off + d))
+                    self._couple(t, d, out, off + d)
 
     def run(self) -> DimContext:
         for node in self.graph.nodes:

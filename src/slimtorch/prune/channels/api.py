@@ -31,7 +31,7 @@ from ...edit.masks import masked_params
 from ...edit.refit import CompensationReport, compensate_
 from ...errors import PruneError
 from ...graph.groups import ChannelGroup, build_groups
-from ...graph.trace import ModelGraph, trace
+from ...graph.trace import ModelGraph, needs_grad, trace
 from ...io.spec import remember_origin
 from ...measure.activations import input_moments
 from ...measure.analyze import count_macs
@@ -245,7 +245,7 @@ def prune_channels(
     check_module_names(opts.ignore, modules, "ignore")
     check_module_names(opts.ratios, modules, "ratios")
     meta = sum(p.numel() for p in work.parameters()) > _META_PARAMS
-    graph = trace(work, example_inputs, grad=True, meta=True)
+    graph = trace(work, example_inputs, grad=needs_grad(work), meta=True)
     warnings.extend(_unused_params(work, graph))
     gset = build_groups(work, graph, opts.factor)
     warnings.extend(f"kept channels of '{m}': {why}" for m, why in sorted(gset.frozen.items()))
