@@ -86,3 +86,16 @@ def test_meta_trace_restores_a_module_shared_under_two_names():
     st.trace(model, torch.randn(2, 4), meta=True)
     assert all(not p.is_meta for p in model.parameters())
     assert all(not p.is_meta for m in model.modules() for p in m._parameters.values())
+
+
+def test_needs_grad_only_where_a_fused_no_grad_path_would_hide_the_projections():
+    from slimtorch.graph.trace import needs_grad, trace
+
+    attn = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True).eval()
+    assert needs_grad(attn) and not needs_grad(torchvision.models.mobilenet_v2())
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():  # without autograd the encoder layer runs one fused kernel
+        fused = {n.name for n in trace(attn, x, meta=False).nodes}
+    unfused = {n.name for n in trace(attn, x, grad=needs_grad(attn), meta=True).nodes}
+    assert "_native_multi_head_attention" in fused
+    assert "_native_multi_head_attention" not in unfused and "addmm" in unfused
