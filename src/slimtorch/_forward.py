@@ -64,7 +64,8 @@ def check_threads(threads: int | None) -> int:
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Puts every module in eval mode and restores each module's own flag afterwards."""
     flags = [(m, m.training) for m in model.modules()]
-    model.eval()
+    if any(flag for _, flag in flags):  # most models come in eval mode already
+        model.eval()
     try:
         yield model
     finally:
