@@ -15,13 +15,10 @@ compensation of ``minilm_compensation.py`` (calibrated on the training sentences
 ``--corpus stdlib`` takes the sentences of every standard-library module (about 3,100 instead
 of 945; ``sentences(modules="stdlib")``); ``--hidden-weight W`` adds the MSE between the
 student's and the teacher's output of each of the 6 encoder layers (TinyBERT-style; the
-residual width is kept, so no projection is needed), weighted by ``W``. ``--distill
-similarity`` adds to ``1 - cos`` the error of each batch's pairwise cosine similarities
-against the teacher's (``distill="similarity"``), the geometry the Spearman column scores.
+residual width is kept, so no projection is needed), weighted by ``W``.
 
 Run: python benchmarks/minilm_distill.py [--steps 200] [--lr 5e-4] [--batch-size 16]
      [--importance l1|activation] [--compensate] [--corpus common|stdlib] [--hidden-weight 0]
-     [--distill cosine|similarity]
 """
 
 from __future__ import annotations
@@ -71,7 +68,6 @@ def main() -> None:
     parser.add_argument("--compensate", action="store_true")
     parser.add_argument("--corpus", default="common", choices=("common", "stdlib"))
     parser.add_argument("--hidden-weight", type=float, default=0.0)
-    parser.add_argument("--distill", default="cosine", choices=("cosine", "similarity", "mse"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     bert, tok, train, held_out, example = load(args.corpus)
@@ -100,7 +96,7 @@ def main() -> None:
         lr=args.lr,
         warmup_steps=max(1, args.steps // 10),
         pool="mean",
-        distill=args.distill,
+        distill="cosine",
         hidden=layers,
         hidden_weight=args.hidden_weight,
         progress=False,
@@ -113,7 +109,7 @@ def main() -> None:
         f"{100 * macs[1] / macs[0]:.1f}% kept; {len(train)} training / {len(held_out)} held-out "
         f"sentences; AdamW lr {args.lr:g}, batch {args.batch_size}, {args.threads} threads; "
         f"importance {args.importance}, compensate {args.compensate}, corpus {args.corpus}, "
-        f"hidden weight {args.hidden_weight:g}, distill {args.distill}"
+        f"hidden weight {args.hidden_weight:g}"
     )
     rows = [
         ("pruned", "-", "-", before),

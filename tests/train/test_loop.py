@@ -109,22 +109,6 @@ def test_mean_pool_leaves_out_padding_and_cosine_ignores_length():
         mean_pool(torch.randn(2, 3), None)
 
 
-def test_similarity_distance_adds_the_pairwise_geometry_to_the_cosine():
-    from slimtorch.train.losses import cosine_distance, similarity_distance
-
-    t = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
-    assert float(similarity_distance(2 * t, t)) == pytest.approx(0.0, abs=1e-6)
-    q, _ = torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(1)))
-    rotated = t @ q  # every pairwise similarity kept, every vector turned away
-    assert float(similarity_distance(rotated, t)) == pytest.approx(
-        float(cosine_distance(rotated, t)), abs=1e-5
-    )
-    # collapsed onto the mean direction: closer per vector than a rotation, but the pairs,
-    # which similarity search ranks by, are gone
-    collapsed = t.mean(0, keepdim=True).expand_as(t) + 0.01 * t
-    assert similarity_distance(collapsed, t) > cosine_distance(collapsed, t) + 0.5
-
-
 def test_pooled_distillation_matches_sentence_embeddings_not_padding():
     torch.manual_seed(0)
     teacher, student = Encoder(width=16), Encoder(width=16)

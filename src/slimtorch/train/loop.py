@@ -38,7 +38,6 @@ from .losses import (
     kd_kl,
     main_output,
     mean_pool,
-    similarity_distance,
     task_loss,
 )
 from .options import MATH_FIELDS, FinetuneOptions
@@ -200,8 +199,6 @@ class _Run:
                 kd = kd_kl(s_out, t_out, opts.temperature)
             elif pr.distill == "cosine":
                 kd = cosine_distance(s_out, t_out)
-            elif pr.distill == "similarity":
-                kd = similarity_distance(s_out, t_out)
             else:
                 kd = F.mse_loss(s_out.float(), t_out.float())
             loss = kd if task is None else (1 - opts.alpha) * task + opts.alpha * kd

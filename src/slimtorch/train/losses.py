@@ -31,7 +31,6 @@ __all__ = [
     "main_output",
     "mean_pool",
     "output_key",
-    "similarity_distance",
     "task_loss",
 ]
 
@@ -113,17 +112,6 @@ def cosine_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tenso
     """``1 - cos(student, teacher)`` along the last dim, averaged over the rest: 0 when every
     student vector points where its teacher's does, whatever their lengths."""
     return (1 - F.cosine_similarity(student.float(), teacher.float(), dim=-1)).mean()
-
-
-def similarity_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """``cosine_distance`` plus how far the batch's pairwise cosine similarities are from the
-    teacher's (mean squared error of the two similarity matrices, scaled by the batch size so
-    that it weighs like the per-vector term): the geometry that similarity search ranks by,
-    a relational distillation loss (Park et al., 2019) for sentence embeddings."""
-    s = F.normalize(student.float().reshape(-1, student.shape[-1]), dim=-1)
-    t = F.normalize(teacher.float().reshape(-1, teacher.shape[-1]), dim=-1)
-    pairs = F.mse_loss(s @ s.T, t @ t.T) * s.shape[0]
-    return cosine_distance(student, teacher) + pairs
 
 
 def check_outputs_match(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> None:

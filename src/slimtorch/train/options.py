@@ -12,7 +12,7 @@ from ..errors import ConfigError
 __all__ = ["DISTILL", "OPTIMIZERS", "POOLS", "FinetuneOptions"]
 
 OPTIMIZERS = ("adamw", "sgd")
-DISTILL = ("auto", "kl", "mse", "cosine", "similarity", "none")
+DISTILL = ("auto", "kl", "mse", "cosine", "none")
 POOLS = ("none", "mean")
 # Options that change the arithmetic of a run: a resume with other values is no longer the
 # same run, so finetune warns about them.
@@ -61,9 +61,7 @@ class FinetuneOptions(Options):
             through a learned linear projection where their widths differ.
         hidden_weight: weight of the hidden-state MSE terms.
         distill: ``"kl"`` (temperature KL, for logits), ``"mse"`` (for embeddings),
-            ``"cosine"`` (``1 - cos`` per vector, for sentence embeddings), ``"similarity"``
-            (``"cosine"`` plus the error of the batch's pairwise cosine similarities, for
-            embeddings that similarity search ranks) or ``"auto"``:
+            ``"cosine"`` (``1 - cos`` per vector, for sentence embeddings) or ``"auto"``:
             MSE when the output is taken from ``last_hidden_state``, else KL; ``"none"``
             matches only the ``hidden`` pairs.
         pool: what of the outputs distillation compares: ``"none"``, the outputs as they are;
