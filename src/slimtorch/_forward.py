@@ -89,13 +89,21 @@ class ModuleStack:
 
     Knowing the innermost module lets a failing forward be reported by module name, and lets
     a trace attribute each ATen op to the module that called it.
+
+    ``global_hooks=True`` registers two process-wide hooks instead of two per module (a
+    trace's hot path: registering is most of the cost on a small model), filtered to this
+    model's modules. ``on_pre`` then gets ``None`` for the keyword arguments, which
+    ``on_post`` gets as a fourth argument; a failing module is the top of the stack (what has
+    not returned), with its positional inputs.
     """
 
     def __init__(
         self,
         model: nn.Module,
         on_pre: Callable[[nn.Module, Any, Any], None] | None = None,
-        on_post: Callable[[nn.Module, Any, Any], None] | None = None,
+        on_post: Callable[..., None] | None = None,
+        *,
+        global_hooks: bool = False,
     ) -> None:
         self.named = list(model.named_modules(remove_duplicate=False))
         self.names = {id(m): n for n, m in self.named}
@@ -103,9 +111,35 @@ class ModuleStack:
         self.failed: tuple[str, nn.Module, Any] | None = None
         self._on_pre, self._on_post = on_pre, on_post
         self._handles: list[Any] = []
+        if global_hooks:
+            from torch.nn.modules import module as _module
+
+            self._handles.append(_module.register_module_forward_pre_hook(self._global_pre))
+            self._handles.append(
+                _module.register_module_forward_hook(self._global_post, with_kwargs=True)
+            )
+            return
         for m in {id(m): m for _, m in self.named}.values():
             self._handles.append(m.register_forward_pre_hook(self._pre, with_kwargs=True))
             self._handles.append(m.register_forward_hook(self._post, always_call=True))
+
+    def _global_pre(self, module: nn.Module, args: Any) -> None:
+        name = self.names.get(id(module))
+        if name is not None:
+            self.stack.append((name, module, (args, {})))
+            if self._on_pre is not None:
+                self._on_pre(module, args, None)
+
+    def _global_post(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        if id(module) not in self.names:
+            return
+        # frames above it are of modules that raised inside it, the error caught by its code
+        for i in range(len(self.stack) - 1, -1, -1):
+            if self.stack[i][1] is module:
+                if self._on_post is not None:
+                    self._on_post(module, args, output, kwargs)
+                del self.stack[i:]
+                return
 
     def _pre(self, module: nn.Module, args: Any, kwargs: Any) -> None:
         self.stack.append((self.names.get(id(module), "?"), module, (args, kwargs)))

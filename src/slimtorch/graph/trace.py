@@ -19,7 +19,15 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-from .._forward import Inputs, ModuleStack, check_model, eval_mode, forward_error, split_inputs
+from .._forward import (
+    Inputs,
+    ModuleStack,
+    check_model,
+    eval_mode,
+    forward_error,
+    run_forward,
+    split_inputs,
+)
 from ..errors import ForwardError
 from ._meta import meta_shortcut, meta_tensors, swapped
 
@@ -278,7 +286,25 @@ def trace(
             return _trace(model, example_inputs, grad, eval, meta=True)
         except ForwardError:
             pass  # needs real values: fall through to a real forward
-    return _trace(model, example_inputs, grad, eval, meta=False)
+    try:
+        return _trace(model, example_inputs, grad, eval, meta=False)
+    except ForwardError as exc:
+        raise _with_keywords(model, example_inputs, grad, eval, exc) from exc.__cause__
+
+
+def _with_keywords(
+    model: nn.Module, example_inputs: Inputs, grad: bool, eval: bool, exc: ForwardError
+) -> ForwardError:
+    """The error of a failed trace as a plain forward reports it: its per-module hooks see
+    the keyword inputs of the failing module too (the trace's global hooks do not)."""
+    try:
+        with eval_mode(model) if eval else contextlib.nullcontext(), torch.set_grad_enabled(grad):
+            run_forward(model, example_inputs)
+    except ForwardError as plain:
+        return plain
+    except Exception:  # not a ForwardError: the trace's own error stands
+        return exc
+    return exc  # runs without the recorder: the trace's error stands
 
 
 def _trace(
@@ -289,19 +315,25 @@ def _trace(
     rec: _Recorder
 
     def pre(module: nn.Module, a: Any, k: Any) -> None:
+        # global hooks: no keyword inputs here (k is None); a module called with keywords
+        # only gets its input tid and shapes from them in post
         name = stack.names.get(id(module), "?")
         if name not in calls:
-            calls[name] = ModuleCall(name, type(module).__name__, _shapes((a, k)), None)
-            calls[name].in_tid = _first_tid(rec, (a, k))
+            calls[name] = ModuleCall(name, type(module).__name__, _shapes((a, {})), None)
+            calls[name].in_tid = _first_tid(rec, (a, {})) if a else None
         calls[name].count += 1
 
-    def post(module: nn.Module, a: Any, out: Any) -> None:
+    def post(module: nn.Module, a: Any, out: Any, k: Any = None) -> None:
         call = calls.get(stack.names.get(id(module), "?"))
         if call is not None and call.out_shapes is None:
             call.out_shapes = _shapes(out)
             call.out_tid = _first_tid(rec, out)
+            if k:
+                call.in_shapes = _shapes((a, k))
+                if call.in_tid is None:
+                    call.in_tid = _first_tid(rec, ((), k))
 
-    stack = ModuleStack(model, pre, post)
+    stack = ModuleStack(model, pre, post, global_hooks=True)
     modules = list({id(m): m for _, m in stack.named}.values())
     if meta:
         meta_of, names = meta_tensors(stack.named)
