@@ -100,3 +100,28 @@ def test_needs_grad_only_where_a_fused_no_grad_path_would_hide_the_projections()
     kernels = {"_native_multi_head_attention", "_transformer_encoder_layer_fwd"}
     assert fused & kernels
     assert not unfused & kernels and "addmm" in unfused
+
+
+def test_a_failed_trace_names_the_module_and_its_keyword_inputs():
+    from slimtorch.errors import ForwardError
+    from slimtorch.graph.trace import trace
+
+    class Inner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x, mask=None):
+            return self.lin(x) + mask
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = Inner()
+
+        def forward(self, x):
+            return self.inner(x, mask=torch.ones(3))
+
+    with pytest.raises(ForwardError, match=r"module 'inner' \(Inner\) with input shapes "
+                       r"\(\(2, 4\),\) and \{'mask': \(3,\)\}"):  # fmt: skip
+        trace(Outer(), torch.randn(2, 4), meta=True)
