@@ -10,6 +10,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.module import (
+    register_module_forward_hook,
+    register_module_forward_pre_hook,
+)
 from torch.utils._pytree import tree_flatten
 
 from ._validate import check_int
@@ -112,12 +116,8 @@ class ModuleStack:
         self._on_pre, self._on_post = on_pre, on_post
         self._handles: list[Any] = []
         if global_hooks:
-            from torch.nn.modules import module as _module
-
-            self._handles.append(_module.register_module_forward_pre_hook(self._global_pre))
-            self._handles.append(
-                _module.register_module_forward_hook(self._global_post, with_kwargs=True)
-            )
+            self._handles.append(register_module_forward_pre_hook(self._global_pre))
+            self._handles.append(register_module_forward_hook(self._global_post, with_kwargs=True))
             return
         for m in {id(m): m for _, m in self.named}.values():
             self._handles.append(m.register_forward_pre_hook(self._pre, with_kwargs=True))

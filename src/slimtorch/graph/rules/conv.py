@@ -21,22 +21,22 @@ def _convolution(ctx: DimContext, node: OpNode) -> None:
     ctx.same(x, 0, out, 0)
     cin, cout = ctx.shape(x)[1], ctx.shape(out)[1]
     g_atom = ctx.new_atom(groups)
-    if groups == 1:  # the common case: channels in and out are the layouts themselves
-        gi, go = ctx.L(x, 1), ctx.L(out, 1)
+    # gi / go: channels in / out as groups x per group; i / o: one group's channels
+    if groups == 1:  # the common case: the channel layouts themselves
+        gi, go = i, o = ctx.L(x, 1), ctx.L(out, 1)
     else:
-        i_atom = ctx.new_atom(cin // groups)
-        o_atom = ctx.new_atom(cout // groups)
-        gi, go = [(g_atom, i_atom)], [(g_atom, o_atom)]
+        i, o = [(ctx.new_atom(cin // groups),)], [(ctx.new_atom(cout // groups),)]
+        gi, go = [(g_atom, *i[0])], [(g_atom, *o[0])]
         ctx.unify(ctx.L(x, 1), gi)
         ctx.unify(ctx.L(out, 1), go)
     if transposed:  # weight [Cin, Cout/groups, k...]
         ctx.unify(ctx.L(w, 0), gi)
-        ctx.unify(ctx.L(w, 1), go if groups == 1 else [(o_atom,)])
+        ctx.unify(ctx.L(w, 1), o)
         ctx.role(w, 0, "contract")
         ctx.role(w, 1, "produce")
     else:  # weight [Cout, Cin/groups, k...]
         ctx.unify(ctx.L(w, 0), go)
-        ctx.unify(ctx.L(w, 1), gi if groups == 1 else [(i_atom,)])
+        ctx.unify(ctx.L(w, 1), i)
         ctx.role(w, 0, "produce")
         ctx.role(w, 1, "contract")
         if cin // groups == 1:  # depthwise: a group is a channel

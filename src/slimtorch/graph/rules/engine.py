@@ -62,12 +62,9 @@ class DimContext:
         return self.graph.tensors[t.tid if isinstance(t, TensorRef) else t].shape
 
     def L(self, t: int | TensorRef, dim: int) -> Layout:
-        tid = t.tid if isinstance(t, TensorRef) else t
-        shape = self.graph.tensors[tid].shape
-        dim = dim % len(shape)
-        key = (tid, dim)
+        key = self._key(t, dim)
         if key not in self.layouts:
-            self.layouts[key] = [(self.atoms.new(shape[dim]),)]
+            self.layouts[key] = [(self.atoms.new(self.graph.tensors[key[0]].shape[key[1]]),)]
         return self.layouts[key]
 
     def same(self, a: int | TensorRef, da: int, b: int | TensorRef, db: int) -> None:
